@@ -1,0 +1,66 @@
+"""The `mlx-fork` command line: one subcommand per pipeline stage.
+
+Each stage module exposes `register(subparsers)`, which adds its subcommand(s)
+and sets `func` (taking the parsed namespace, returning an exit code) as the
+parser default. This file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import MlxForkError
+
+# Order is the order of `mlx-fork --help`, which follows the pipeline.
+STAGE_MODULES: tuple[str, ...] = (
+    "build_tools.source",
+    "build_tools.series_cli",
+    "build_tools.deps",
+    "build_tools.build",
+    "build_tools.package",
+    "build_tools.index",
+    "build_tools.verify",
+    "build_tools.validate",
+    "build_tools.check_metal",
+    "build_tools.simulate",
+    "build_tools.stack",
+)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlx-fork",
+        description="Build, package and validate a patched MLX from pinned upstream source and a patch series.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlx-fork {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in STAGE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # stage not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MlxForkError as exc:
+        print(f"mlx-fork {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
