@@ -1,0 +1,3 @@
+// Stand-in: the opaque IOSurface handle.
+#pragma once
+typedef struct __IOSurface* IOSurfaceRef;
