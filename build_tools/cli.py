@@ -45,7 +45,9 @@ def make_parser() -> argparse.ArgumentParser:
             if exc.name == name:  # stage not written yet
                 continue
             raise
-        module.register(sub)
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(sub)
     return parser
 
 
