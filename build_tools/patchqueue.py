@@ -24,7 +24,6 @@ from pathlib import Path
 from .bases import BasePin
 from .errors import MlxForkError
 from .series import Patch, Series, lint_patch, parse_patch, read_series_names
-from .source import MARKER
 
 # Fixed identities and dates keep queue commits (and so exported patches) reproducible.
 _GIT_ENV = {
@@ -71,7 +70,7 @@ def init_queue_repo(pristine: Path, dest: Path, label: str) -> None:
     """`dest` := a git repository with the pristine tree as its only commit."""
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(pristine, dest, symlinks=True, ignore=shutil.ignore_patterns(MARKER, ".git"))
+    shutil.copytree(pristine, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     _git(dest, "init", "--quiet", f"--initial-branch={QUEUE_BRANCH}")
     _git(dest, "config", "core.autocrlf", "false")
     _git(dest, "add", "--all", "--force")

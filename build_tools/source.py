@@ -27,7 +27,8 @@ from .gittree import tree_id
 from .paths import PRIMARY_BASE, source_from_env, work_dir
 from .proc import say
 
-MARKER = ".mlx-fork-pristine.json"
+# Written beside the copy, never inside it: the copy is exactly the pinned tree.
+RECORD_NAME = "pristine.json"
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,10 @@ def prepare_source(base: BasePin, source: Path | None, work: Path | None = None)
                 "bits all change the tree id; use a clean checkout or the release archive",
             )
         pristine = PristineTree(base.name, dest, origin, base.commit, summary.tree, summary.files)
-        (tree_root / MARKER).write_text(json.dumps(pristine.to_json(), indent=2) + "\n")
         if dest.exists():
             shutil.rmtree(dest)
         tree_root.rename(dest)
+        (dest.parent / RECORD_NAME).write_text(json.dumps(pristine.to_json(), indent=2) + "\n")
         return pristine
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,155 @@
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from build_tools import patchqueue
+from build_tools.bases import load_base
+from build_tools.cli import main
+from build_tools.errors import MlxForkError
+from build_tools.series import load_series
+from build_tools.source import prepare_source
+from conftest import SCHEDULER_V1, Upstream, add_to_series, git, make_patch
+
+
+def _pristine(base: str, upstream: Upstream, tmp_path: Path) -> Path:
+    bare = tmp_path / "mirror.git"
+    if not bare.exists():
+        git(tmp_path, "clone", "-q", "--bare", str(upstream.repo), str(bare))
+    return prepare_source(load_base(base), bare).path
+
+
+@pytest.fixture
+def three_patches(project: Path, upstream: Upstream) -> Path:
+    """v0.1.0 series: one upstream fixes in v0.2.0, one that conflicts there, one that carries."""
+    d = project / "patches" / "v0.1.0"
+    p1 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 3\n", "line 3 (fixed upstream)\n")}, "fix line three", name="0001-fix-line-three.patch")
+    p2 = make_patch(upstream, d, {"mlx/array.cpp": ("// array line 1\n", "// array line 1 ours\n")}, "array top", name="0002-array-top.patch")
+    p3 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 20\n", "line 20 ours\n")}, "scheduler twenty", name="0003-scheduler-twenty.patch")
+    add_to_series(d, p1.name, p2.name, p3.name)
+    return d
+
+
+def test_status_all_apply_on_own_base(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    base = load_base("v0.1.0")
+    results = patchqueue.status(load_series(base), _pristine("v0.1.0", upstream, tmp_path), tmp_path / "s")
+    assert [r.status for r in results] == ["applies"] * 3
+
+
+def test_status_on_newer_base_classifies_upstream_and_conflict(three_patches: Path, upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bare = tmp_path / "mirror.git"
+    git(tmp_path, "clone", "-q", "--bare", str(upstream.repo), str(bare))
+    code = main(["patches", "status", "--base", "v0.2.0", "--series", "v0.1.0", "--source", str(bare), "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert [r["status"] for r in rows] == ["upstream", "conflict", "applies"]
+    assert rows[1]["file"] == "mlx/array.cpp" and rows[1]["hunk"] == 1
+    assert "mlx/array.cpp hunk 1" in rows[1]["detail"]
+
+
+def test_apply_commits_each_patch_and_keeps_headers(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    dest = tmp_path / "patched"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    log = git(dest, "log", "--format=%s", "pristine..HEAD").splitlines()
+    assert log == ["scheduler twenty", "array top", "fix line three"]
+    assert "Retire-When: upstream fixes issue 1" in git(dest, "log", "-1", "--format=%B")
+    assert "line 20 ours" in (dest / "mlx" / "scheduler.cpp").read_text()
+
+
+def test_apply_fails_closed_naming_patch_and_hunk(project: Path, upstream: Upstream, tmp_path: Path) -> None:
+    d = project / "patches" / "v0.1.0"
+    good = make_patch(upstream, d, {"mlx/array.cpp": ("line 2\n", "line 2 ok\n")}, "good one")
+    # Made against v0.2.0's scheduler.cpp, whose context (line 3) differs from v0.1.0's:
+    # `patch` would apply it with fuzz; git apply must refuse it.
+    fuzzy = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 5\n", "line 5 fuzzy\n")}, "needs fuzz", at="v0.2.0")
+    add_to_series(d, good.name, fuzzy.name)
+    dest = tmp_path / "patched"
+    with pytest.raises(MlxForkError) as err:
+        patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    assert f"patch 2/2 {fuzzy.name} does not apply" in str(err.value)
+    assert "mlx/scheduler.cpp hunk 1" in str(err.value)
+    assert not dest.exists() and not dest.with_name("patched.partial").exists()
+    # GNU patch would have accepted it with fuzz: the check is really stricter than fuzzing.
+    trial = tmp_path / "fuzz"
+    trial.mkdir()
+    (trial / "scheduler.cpp").write_text(SCHEDULER_V1)
+    body = fuzzy.read_text().replace("a/mlx/scheduler.cpp", "a/scheduler.cpp").replace("b/mlx/scheduler.cpp", "b/scheduler.cpp")
+    gnu = subprocess.run(["patch", "-p1", "--dry-run", "-F2"], input=body, cwd=trial, capture_output=True, text=True)
+    if gnu.returncode == 0:
+        assert "fuzz" in gnu.stdout
+
+
+def test_apply_refuses_patch_already_upstream(project: Path, upstream: Upstream, tmp_path: Path) -> None:
+    d = project / "patches" / "v0.2.0"
+    src = project / "patches" / "v0.1.0"
+    p = make_patch(upstream, src, {"mlx/scheduler.cpp": ("line 3\n", "line 3 (fixed upstream)\n")}, "fix line three")
+    p.rename(d / p.name)
+    add_to_series(d, p.name)
+    with pytest.raises(MlxForkError, match="already upstream"):
+        patchqueue.apply_series(load_series(load_base("v0.2.0")), _pristine("v0.2.0", upstream, tmp_path), tmp_path / "x")
+
+
+def test_export_round_trip_is_byte_identical(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    # The fixture's patches were each made against the pristine tree; the first
+    # export rewrites them on top of each other (index lines change). From then
+    # on, apply + export must reproduce the files byte for byte.
+    pristine = _pristine("v0.1.0", upstream, tmp_path)
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), pristine, tmp_path / "q1")
+    patchqueue.export(tmp_path / "q1", "patch-queue", load_base("v0.1.0"))
+    before = {p.name: p.read_bytes() for p in three_patches.glob("*.patch")}
+    series_before = (three_patches / "series").read_text()
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), pristine, dest)
+    assert main(["patches", "export", "--base", "v0.1.0", "--branch", "patch-queue", "--repo", str(dest)]) == 0
+    assert {p.name: p.read_bytes() for p in three_patches.glob("*.patch")} == before
+    assert (three_patches / "series").read_text() == series_before
+
+
+def test_export_picks_up_edits_and_new_commits(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    git(dest, "checkout", "-qb", "work")
+    (dest / "mlx" / "array.cpp").write_text((dest / "mlx" / "array.cpp").read_text() + "// new fix\n")
+    git(dest, "commit", "-qam", "a new fix\n\nDescription: new\nOrigin: vendor\nForwarded: no\nAuthor: A <a@b>\n"
+        "Last-Update: 2026-11-02\nBackends: cpu\nRetire-When: never\nPublic-Headers: no\nVerified: applies")
+    names = patchqueue.export(dest, "work", load_base("v0.1.0"))
+    assert len(names) == 4 and names[-1].startswith("0004-")
+    assert main(["patches", "lint", "--base", "v0.1.0"]) == 0
+
+
+def test_export_restores_headers_lost_from_a_reworded_commit(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    git(dest, "commit", "-q", "--amend", "-m", "scheduler twenty")  # message without headers
+    patchqueue.export(dest, "patch-queue", load_base("v0.1.0"))
+    series = load_series(load_base("v0.1.0"))
+    assert series.patches[-1].headers["Retire-When"] == "upstream fixes issue 1"
+
+
+def test_export_without_pinned_tree_fails(project: Path, upstream: Upstream) -> None:
+    with pytest.raises(MlxForkError, match="no commit with the pinned tree"):
+        patchqueue.export(upstream.repo, "main", load_base("v0.2.0").__class__(**{**load_base("v0.2.0").__dict__, "tree": "0" * 40}))
+
+
+def test_rebase_writes_ported_series_and_report(three_patches: Path, project: Path, upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bare = tmp_path / "mirror.git"
+    git(tmp_path, "clone", "-q", "--bare", str(upstream.repo), str(bare))
+    report = tmp_path / "report" / "rebase"
+    code = main(["patches", "rebase", "--from", "v0.1.0", "--to", "v0.2.0", "--source", str(bare), "--report", str(report)])
+    assert code == 1  # one patch needs porting by hand
+    target = project / "patches" / "v0.2.0"
+    series = (target / "series").read_text()
+    assert "already upstream" in series and "conflicts" in series
+    carried = load_series(load_base("v0.2.0")).patches
+    assert [p.subject for p in carried] == ["scheduler twenty"]
+    assert (target / "unported").is_dir() and len(list((target / "unported").glob("*.patch"))) == 1
+    data = json.loads(Path(f"{report}.json").read_text())
+    assert [p["status"] for p in data["patches"]] == ["upstream", "conflict", "applies"]
+    assert "1 carried, 1 already upstream, 1 to port by hand" in Path(f"{report}.md").read_text()
+    # The carried patch applies to the new base as written.
+    patchqueue.apply_series(load_series(load_base("v0.2.0")), prepare_source(load_base("v0.2.0"), bare).path, tmp_path / "p2")
+    # A second rebase refuses to overwrite without --force; --dry-run only reports.
+    assert main(["patches", "rebase", "--from", "v0.1.0", "--to", "v0.2.0", "--source", str(bare), "--report", str(report)]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert main(["patches", "rebase", "--from", "v0.1.0", "--to", "v0.2.0", "--source", str(bare), "--report", str(report), "--dry-run"]) == 1
