@@ -1,0 +1,510 @@
+"""Stage 3 and the main job: `mlx-fork build` and `mlx-fork compile`.
+
+`mlx-fork build` chains source -> series -> compile -> package -> verify and
+puts the result in wheels/ (with its manifest and a refreshed index):
+
+  1. source    verified pristine copy of the pinned tree (source.py)
+  2. series    the series applied to a fresh copy, failing closed (patchqueue.py)
+  3. sync      the patched tree copied into the slot's src/ file by file, only
+               where bytes differ: unchanged files keep their timestamps, so
+               Ninja (and ccache) rebuild only what the series changed
+  4. compile   CMake (platform profile + offline deps) and `ninja mlx`, with
+               progress on stderr and the full output in the slot's logs/
+  5. package   overlay (default) or full wheels, written to a temporary dir
+  6. verify    fresh venv, installed as a user would, label/provenance/ABI checked
+  7. publish   wheels moved into wheels/, manifest saved, index rewritten
+
+A build slot is <work>/<base>/<platform>/ with src/, build/, deps/, logs/ and
+manifest.json. A failure names its step and log, and nothing reaches wheels/.
+
+`mlx-fork compile` is step 4 alone, for a tree that is already patched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import fcntl
+import filecmp
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .bases import BasePin, load_base
+from .deps import DepsRequest, Provisioned, provision
+from .errors import MlxForkError
+from .manifest import Manifest, normalize_cmake_args
+from .paths import PRIMARY_BASE, wheels_dir, work_dir
+from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
+from .proc import run, say
+
+NINJA_TARGET = "mlx"
+_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
+# Not part of the MLX tree: the pristine marker and the queue repository.
+_SYNC_IGNORE = {".git", ".mlx-fork-pristine.json"}
+
+
+@dataclass
+class BuildOptions:
+    base: BasePin
+    profile: Profile
+    source: Path | None = None
+    full: bool = False
+    gguflib: Path | None = None
+    jobs: int | None = None
+    verify: bool = True
+    via: str = "index"
+    work: Path = field(default_factory=work_dir)
+    wheels: Path = field(default_factory=wheels_dir)
+    mirror_frontend: bool = True
+
+
+@dataclass
+class BuildResult:
+    wheels: list[Path]
+    manifest: Manifest
+    slot: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def slot_dir(work: Path, base: BasePin, profile: Profile) -> Path:
+    name = profile.name if profile.deployment_target is None else f"{profile.name}-{profile.deployment_target}"
+    return work / base.name / name
+
+
+# ---------------------------------------------------------------- tree sync
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    copied: list[str]
+    removed: list[str]
+
+
+def sync_tree(src: Path, dest: Path) -> SyncReport:
+    """Make `dest` hold exactly the files of `src`, touching only files whose bytes differ."""
+    copied: list[str] = []
+    removed: list[str] = []
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted: set[str] = set()
+    for root, dirs, files in os.walk(src):
+        dirs[:] = [d for d in dirs if d not in _SYNC_IGNORE or Path(root) != src]
+        rel_root = Path(root).relative_to(src)
+        for name in dirs:
+            path = Path(root) / name
+            if path.is_symlink():  # os.walk lists symlinks to dirs as dirs
+                files.append(name)
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+        for name in files:
+            if rel_root == Path(".") and name in _SYNC_IGNORE:
+                continue
+            rel = str(rel_root / name)
+            wanted.add(rel)
+            s, d = Path(root) / name, dest / rel
+            if s.is_symlink():
+                target = os.readlink(s)
+                if d.is_symlink() and os.readlink(d) == target:
+                    continue
+                _remove(d)
+                d.parent.mkdir(parents=True, exist_ok=True)
+                d.symlink_to(target)
+                copied.append(rel)
+                continue
+            if d.is_file() and not d.is_symlink() and _same_file(s, d):
+                continue
+            _remove(d)
+            d.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(s, d)  # new mtime: the build sees the change
+            shutil.copymode(s, d)
+            copied.append(rel)
+    for root, dirs, files in os.walk(dest, topdown=False):
+        rel_root = Path(root).relative_to(dest)
+        for name in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
+            rel = str(rel_root / name)
+            if rel not in wanted:
+                (Path(root) / name).unlink()
+                removed.append(rel)
+        if Path(root) != dest and not any(Path(root).iterdir()):
+            Path(root).rmdir()
+    return SyncReport(sorted(copied), sorted(removed))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+# ---------------------------------------------------------------- toolchain
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    text = (proc.stdout or proc.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def toolchain(profile: Profile) -> dict[str, str | None]:
+    """Versions of everything that shapes the compiled library (recorded and hashed)."""
+    cxx = os.environ.get("CXX", "c++")
+    cc = os.environ.get("CC", "cc")
+    info: dict[str, str | None] = {
+        "cxx": _first_line([cxx, "--version"]),
+        "cc": _first_line([cc, "--version"]),
+        "cmake": _first_line(["cmake", "--version"]),
+        "ninja": _first_line(["ninja", "--version"]),
+        "machine": platform.machine(),
+        "sdk": None,
+        "deployment_target": profile.deployment_target,
+    }
+    if profile.is_macos:
+        info["sdk"] = _first_line(["xcrun", "--show-sdk-version"]) if sys.platform == "darwin" else "not on macOS"
+        info["xcode"] = _first_line(["xcodebuild", "-version"]) if sys.platform == "darwin" else None
+    return info
+
+
+# ---------------------------------------------------------------- compile
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """Hold MLX_FORK_BUILD_LOCK (a lock file) while compiling, when set.
+
+    Machines shared by several builds use it to run one heavy compile at a time.
+    """
+    path = os.environ.get("MLX_FORK_BUILD_LOCK")
+    if not path:
+        yield
+        return
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"compile: waiting for the build lock {path}")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ccache_env(work: Path) -> dict[str, str]:
+    """ccache settings that let identical sources in different slots share hits."""
+    env: dict[str, str] = {}
+    if shutil.which("ccache") is None:
+        return env
+    env.setdefault("CCACHE_BASEDIR", os.environ.get("CCACHE_BASEDIR", str(work)))
+    env.setdefault("CCACHE_NOHASHDIR", os.environ.get("CCACHE_NOHASHDIR", "1"))
+    return env
+
+
+def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: dict[str, str]) -> bool:
+    """Run CMake unless the build dir was configured with exactly these arguments. True if it ran."""
+    stamp = build / "mlx-fork-configure.txt"
+    wanted = "\n".join([str(tree.resolve())] + cmake_args) + "\n"
+    if (build / "build.ninja").is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        return False
+    build.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    run(["cmake", "-G", "Ninja", "-S", tree, "-B", build, *cmake_args], step="configure (cmake)", env=env, log=log)
+    stamp.write_text(wanted)
+    return True
+
+
+def ninja(build: Path, target: str, log: Path, env: dict[str, str], jobs: int | None = None) -> int:
+    """`ninja target` with a progress line on stderr every few seconds; returns the edges run."""
+    cmd = ["ninja", "-C", str(build), target]
+    if jobs:
+        cmd[1:1] = ["-j", str(jobs)]
+    full_env = {**os.environ, **env, "NINJA_STATUS": "[%f/%t] "}
+    started = time.monotonic()
+    last_report = 0.0
+    done = total = 0
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as fh, build_lock():
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        try:
+            proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=1)
+        except FileNotFoundError as exc:
+            raise MlxForkError("compile: ninja not found", hint="run `mlx-fork doctor`") from exc
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            match = _PROGRESS.match(line)
+            if match:
+                done, total = int(match.group(1)), int(match.group(2))
+                now = time.monotonic()
+                if now - last_report >= 10 or done == total:
+                    last_report = now
+                    say(f"compile: [{done}/{total}] {100 * done // max(total, 1)}% "
+                        f"{_fmt_seconds(now - started)} {line.split('] ', 1)[-1].strip()[:70]}")
+        rc = proc.wait()
+    if rc != 0:
+        raise MlxForkError(f"compile (ninja {target}) failed (exit {rc}) after {_fmt_seconds(time.monotonic() - started)}",
+                           hint=f"see {log} (search for 'FAILED:')")
+    return total if done else 0
+
+
+def _fmt_seconds(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def cmake_args_for(base: BasePin, profile: Profile, deps: Provisioned, version: str) -> list[str]:
+    return [*profile.cmake_args, *deps.cmake_args, f"-DMLX_VERSION={version}"]
+
+
+def compile_tree(tree: Path, build: Path, cmake_args: list[str], logs: Path, *, work: Path,
+                 profile: Profile, jobs: int | None = None) -> Path:
+    """Configure (if needed) and build libmlx; returns the library path."""
+    env = {**ccache_env(work), **profile.env}
+    say(f"configure: {build} ({'reusing' if (build / 'build.ninja').exists() else 'new'} build dir)")
+    configure(tree, build, cmake_args, logs / "configure.log", env)
+    ninja(build, NINJA_TARGET, logs / "compile.log", env, jobs)
+    library = build / profile.library
+    if not library.is_file():
+        raise MlxForkError(f"compile finished but {library} is missing",
+                           hint="BUILD_SHARED_LIBS=ON must be set (a static libmlx ships nothing)")
+    return library
+
+
+# ---------------------------------------------------------------- the main job
+
+
+def _apply_series(series, pristine: Path, dest: Path) -> None:
+    from .patchqueue import apply_series
+
+    apply_series(series, pristine, dest)
+
+
+def build(opts: BuildOptions) -> BuildResult:
+    from .index import write_index
+    from .package import fetch_frontend_wheels, fetch_stock_wheel, full_wheels, overlay_wheel
+    from .series import load_series
+    from .source import prepare_source
+    from .verify import installed_headers_touched, manifest_for, verify_wheel
+
+    base, profile, work = opts.base, opts.profile, opts.work
+    slot = slot_dir(work, base, profile)
+    logs = slot / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob("*.log"):
+        old.unlink()
+    seconds: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        seconds[name] = round(now - clock, 1)
+        clock = now
+
+    say(f"build: MLX {base.tag} for {profile.name} in {slot}")
+    # 1. source
+    say("source: preparing a verified pristine tree")
+    pristine = prepare_source(base, opts.source, work)
+    lap("source")
+    # 2. series
+    series = load_series(base)
+    say(f"series: applying {len(series.patches)} patch(es)")
+    patched = slot / "patched"
+    _apply_series(series, pristine.path, patched)
+    lap("series")
+    # 3. sync into the persistent source dir
+    report = sync_tree(patched, slot / "src")
+    shutil.rmtree(patched, ignore_errors=True)
+    say(f"sync: {len(report.copied)} file(s) changed, {len(report.removed)} removed since the last build")
+    lap("sync")
+    # Packaging mode: a patch that changes an installed header changes the API the
+    # stock frontend was compiled against, so the overlay cannot be used.
+    touched = installed_headers_touched(list(series.patches))
+    full = opts.full
+    if touched and not full:
+        names = "; ".join(f"{p}: {', '.join(h)}" for p, h in touched.items())
+        say(f"package: full mode forced, patches change installed headers ({names})")
+        full = True
+    for patch in series.patches:
+        if patch.name in touched and not patch.public_headers:
+            say(f"warning: {patch.name} changes installed headers but says Public-Headers: no")
+    # Stock wheel first: its hash is an input, and macOS takes metal-cpp from it.
+    stock = fetch_stock_wheel(base, profile, work)
+    deps = provision(
+        base, profile, slot / "deps",
+        DepsRequest(python_bindings=full, tests=False, gguflib=opts.gguflib),
+        work=work, stock_wheel=stock if profile.is_macos else None,
+    )
+    for note in deps.notes:
+        say(f"note: {note}")
+    from .package import sha256_file
+
+    inputs = {
+        "base": {"name": base.name, "version": base.version, "tag": base.tag, "commit": base.commit,
+                 "tree": base.tree},
+        "patches": [{"name": p.name, "sha256": p.sha256} for p in series.patches],
+        "platform": profile.name,
+        "packaging": "full" if full else "overlay",
+        "cmake_args": normalize_cmake_args([*profile.cmake_args, *deps.cmake_args]),
+        "dependencies": deps.identities,
+        "toolchain": toolchain(profile),
+        "stock_wheel": {"filename": stock.name, "sha256": sha256_file(stock)},
+    }
+    manifest = Manifest(inputs=inputs, info={
+        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_origin": pristine.origin,
+        "host": platform.platform(),
+    })
+    say(f"label: {manifest.label} (version {manifest.version})")
+    lap("provision")
+    # 4. compile
+    cmake_args = cmake_args_for(base, profile, deps, manifest.version)
+    library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
+                           jobs=opts.jobs)
+    lap("compile")
+    manifest.write(slot / "manifest.json")
+    # 5. package into a temporary directory next to wheels/ (same filesystem: moves are renames)
+    opts.wheels.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=opts.wheels))
+    try:
+        if full:
+            built = full_wheels(base, slot / "src", profile, manifest, cmake_args, staging, logs / "package.log")
+            backend = next(w for w in built if not w.name.startswith("mlx-"))
+        else:
+            backend = overlay_wheel(stock, library, profile, manifest, staging, log=logs / "package.log")
+            built = [backend]
+        manifest.write(slot / "manifest.json")
+        lap("package")
+        # 6. verify against the staging dir laid out like wheels/ (wheels + index)
+        frontends: list[Path] = []
+        if opts.mirror_frontend and not full:
+            frontends = fetch_frontend_wheels(base, profile, work)
+            for wheel in frontends:
+                shutil.copyfile(wheel, staging / wheel.name)
+        if opts.verify:
+            write_index(staging)
+            result = verify_wheel(backend, manifest, library=profile.library, wheel_dir=staging, via=opts.via,
+                                  stock_wheel=None if full else stock, log=logs / "verify.log")
+            for line in result.checks:
+                say(f"verify: ok: {line}")
+            if result.abi_added:
+                say(f"verify: ABI additions: {len(result.abi_added)} symbol(s), listed in {logs / 'abi-added.txt'}")
+                (logs / "abi-added.txt").write_text("\n".join(result.abi_added) + "\n")
+            lap("verify")
+        # 7. publish
+        published = []
+        for wheel in built + [staging / w.name for w in frontends]:
+            target = opts.wheels / wheel.name
+            wheel.replace(target)
+            published.append(target)
+        for wheel in built:
+            manifest.write(manifest_for(opts.wheels, opts.wheels / wheel.name))
+        write_index(opts.wheels)
+        lap("publish")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BuildResult([opts.wheels / w.name for w in built], manifest, slot, seconds)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _add_platform_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", default=PRIMARY_BASE, help=f"pinned upstream base (default {PRIMARY_BASE})")
+    parser.add_argument("--platform", default="auto", choices=("auto",) + PLATFORMS,
+                        help="build profile (default: the host's)")
+    parser.add_argument("--macos-target", default=None, choices=MACOS_TARGETS,
+                        help="macOS deployment target (one build per stock mlx-metal wheel; default 14.0)")
+    parser.add_argument("--gguflib", type=Path, default=None,
+                        help="gguf-tools checkout for MLX_BUILD_GGUF=ON (or MLX_FORK_GGUFLIB); default: GGUF off")
+    parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (ninja -j)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "build",
+        help="the main job: source -> series -> compile -> package -> verify -> wheels/",
+        description="Build patched MLX wheels: verified pristine source, the patch series applied, CMake + "
+        "Ninja (+ccache) with the platform profile and offline dependencies, overlay (or --full) packaging, "
+        "verification in a fresh venv, then wheels/ and its index. Logs: <work>/<base>/<platform>/logs/.",
+    )
+    _add_platform_args(parser)
+    parser.add_argument("--source", type=Path, default=None,
+                        help="MLX checkout or plain directory (default: MLX_FORK_SOURCE, else the tag archive)")
+    parser.add_argument("--full", action="store_true",
+                        help="build frontend and backend wheels from source (upstream setup.py stages)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the fresh-venv verification")
+    parser.add_argument("--via", choices=("index", "find-links"), default="index",
+                        help="how verify installs: through wheels/simple or with --find-links")
+    parser.set_defaults(func=_cmd_build)
+
+    comp = sub.add_parser(
+        "compile",
+        help="configure and build libmlx from an already patched tree (CMake + Ninja only)",
+        description="Run only the compile step on a patched MLX tree: offline dependency provisioning, CMake "
+        "with the platform profile, ninja mlx. Prints the library path.",
+    )
+    _add_platform_args(comp)
+    comp.add_argument("--tree", type=Path, required=True, help="patched MLX source tree")
+    comp.add_argument("--build-dir", type=Path, required=True, help="CMake build directory")
+    comp.add_argument("--version", dest="mlx_version", default=None,
+                      help="MLX_VERSION compiled into libmlx (default: <base version>+local)")
+    comp.set_defaults(func=_cmd_compile)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    base = load_base(args.base)
+    profile = get_profile(args.platform, args.macos_target)
+    if not profile.offline:
+        say(f"note: {profile.name} downloads some dependencies at configure time (CI only)")
+    opts = BuildOptions(base=base, profile=profile, source=args.source, full=args.full, gguflib=args.gguflib,
+                        jobs=args.jobs, verify=not args.no_verify, via=args.via)
+    started = time.monotonic()
+    result = build(opts)
+    say(f"build: done in {_fmt_seconds(time.monotonic() - started)} "
+        f"({', '.join(f'{k} {v:.0f}s' for k, v in result.seconds.items())})")
+    for wheel in result.wheels:
+        print(wheel)
+    index = (opts.wheels / "simple").resolve().as_uri()
+    print(f"\ninstall:  pip install --find-links {opts.wheels} mlx=={base.version} "
+          f"\"{profile.backend_dist}=={result.manifest.version}\"", file=sys.stderr)
+    print(f"      or:  pip install --index-url {index} mlx=={base.version} "
+          f"\"{profile.backend_dist}=={result.manifest.version}\"", file=sys.stderr)
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    base = load_base(args.base)
+    profile = get_profile(args.platform, args.macos_target)
+    build_dir = args.build_dir.resolve()
+    deps_dir = build_dir / "_mlx_fork_deps"
+    stock = None
+    if profile.is_macos:
+        from .package import fetch_stock_wheel
+
+        stock = fetch_stock_wheel(base, profile)
+    deps = provision(base, profile, deps_dir, DepsRequest(gguflib=args.gguflib), stock_wheel=stock)
+    for note in deps.notes:
+        say(f"note: {note}")
+    version = args.mlx_version or f"{base.version}+local"
+    library = compile_tree(args.tree.resolve(), build_dir, cmake_args_for(base, profile, deps, version),
+                           build_dir / "mlx-fork-logs", work=work_dir(), profile=profile, jobs=args.jobs)
+    print(library)
+    return 0

@@ -1,0 +1,121 @@
+"""The build manifest: every input of a build, and the local version label derived from it.
+
+Label scheme: `fork.<N>.h<hash>`
+  N     the number of patches in the applied series (0 for a stock rebuild),
+        so a glance at a version tells how much of the series it carries;
+  hash  the first 10 hex digits of the sha256 of the canonical JSON of the
+        manifest's `inputs` (base commit and tree, each patch's sha256, the
+        platform profile, the CMake flags, the dependency identities, the
+        toolchain versions, macOS SDK and deployment target, the packaging
+        mode and the stock wheel's sha256). Any change of any input changes it.
+The `h` keeps the segment alphanumeric: PEP 440 normalises an all-digit local
+segment to an integer (dropping leading zeros), which would make the version
+in the file name differ from the one pip reports.
+
+Machine paths never enter `inputs` (dependency paths are recorded as
+identities, e.g. "system fmt 9.1.0"), so two machines with the same toolchain
+produce the same label for the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = 1
+HASH_DIGITS = 10
+_PATH_ARG = re.compile(r"^(-D[A-Za-z0-9_]+(?::[A-Z]+)?=)(/.*)$")
+
+
+def canonical_json(data: object) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def inputs_digest(inputs: dict) -> str:
+    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
+
+
+def make_label(inputs: dict) -> str:
+    patches = inputs.get("patches", [])
+    return f"fork.{len(patches)}.h{inputs_digest(inputs)[:HASH_DIGITS]}"
+
+
+def normalize_cmake_args(args: list[str]) -> list[str]:
+    """CMake flags as recorded in the manifest: absolute path values replaced by a placeholder.
+
+    Paths point into the work directory (dependency shims) and differ between
+    machines; what they provide is recorded separately as dependency identities.
+    `-DMLX_VERSION` is the output of the label, not an input, and is left out.
+    """
+    kept = []
+    for arg in args:
+        if arg.startswith("-DMLX_VERSION="):
+            continue
+        match = _PATH_ARG.match(arg)
+        kept.append(f"{match.group(1)}<path>" if match else arg)
+    return kept
+
+
+@dataclass
+class Manifest:
+    inputs: dict
+    outputs: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # not hashed: timestamps, log paths, host
+
+    @property
+    def label(self) -> str:
+        return make_label(self.inputs)
+
+    @property
+    def base_version(self) -> str:
+        return str(self.inputs["base"]["version"])
+
+    @property
+    def version(self) -> str:
+        return f"{self.base_version}+{self.label}"
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "tool": "mlx-fork",
+            "version": self.version,
+            "label": self.label,
+            "inputs_sha256": inputs_digest(self.inputs),
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "info": self.info,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        return cls(inputs=data["inputs"], outputs=data.get("outputs", {}), info=data.get("info", {}))
+
+    @classmethod
+    def read(cls, path: Path) -> "Manifest":
+        return cls.from_json(json.loads(path.read_text()))
+
+
+def compare_provenance(expected: dict, found: dict) -> list[str]:
+    """Differences between a manifest and a provenance file, as readable lines (empty: equal)."""
+    problems = []
+    for key in ("version", "label", "inputs_sha256"):
+        if expected.get(key) != found.get(key):
+            problems.append(f"{key}: expected {expected.get(key)!r}, found {found.get(key)!r}")
+    exp_inputs, got_inputs = expected.get("inputs", {}), found.get("inputs", {})
+    for key in sorted(set(exp_inputs) | set(got_inputs)):
+        if exp_inputs.get(key) != got_inputs.get(key):
+            problems.append(f"inputs.{key}: expected {exp_inputs.get(key)!r}, found {got_inputs.get(key)!r}")
+    exp_out, got_out = expected.get("outputs", {}), found.get("outputs", {})
+    for key in ("libmlx_sha256",):
+        if exp_out.get(key) != got_out.get(key):
+            problems.append(f"outputs.{key}: expected {exp_out.get(key)!r}, found {got_out.get(key)!r}")
+    return problems

@@ -1,0 +1,452 @@
+"""Stage 4: package a built libmlx as wheels.
+
+Overlay (default): start from the stock backend wheel of the exact version and
+platform (`mlx-cpu` on Linux, `mlx-metal` per macOS deployment target), check
+its sha256 against the pin in base.toml, replace only `mlx/lib/libmlx.*`, add
+the provenance file `mlx/lib/mlx-fork.json`, and repack under the PEP 440
+local version `<version>+<label>` with a regenerated RECORD. Everything else
+(the stock `mlx.metallib`, the vendored `mlx_cpu.libs`, headers, CMake files)
+stays byte-identical.
+
+On Linux the patched libmlx is pointed at the stock wheel's vendored BLAS/LAPACK
+(patchelf: the same NEEDED names and RPATH as the stock libmlx) and the result
+is checked with `auditwheel show` (manylinux_2_35 like stock). `auditwheel
+repair` is not used: it would vendor this machine's BLAS/LAPACK next to the
+stock ones instead of keeping them. On macOS `delocate-wheel --require-archs
+arm64` runs with the profile's MACOSX_DEPLOYMENT_TARGET.
+
+Full (`--full`, or forced when a patch changes an installed header): frontend
+and backend wheels from source through upstream setup.py's staged build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bases import BasePin, load_base
+from .errors import MlxForkError
+from .manifest import Manifest
+from .paths import PRIMARY_BASE, work_dir
+from .profiles import Profile
+from .proc import run, say
+from .wheelfile import check_record, escape_name, rewrite_wheel, wheel_info
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROVENANCE = "mlx/lib/mlx-fork.json"
+# Python versions upstream publishes `mlx` frontend wheels for.
+FRONTEND_PYTHONS: tuple[str, ...] = ("3.10", "3.11", "3.12", "3.13", "3.14")
+# Libraries every manylinux system provides; a libmlx may need them without vendoring.
+SYSTEM_LIBS = re.compile(r"^(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|ld-linux[-\w]*)\.so(\.\d+)*$")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- stock wheels
+
+
+def stock_pins(base: BasePin) -> dict[str, str]:
+    """filename -> sha256 of the stock wheels pinned in base.toml ([[stock_wheels]])."""
+    data = tomllib.loads((base.directory / "base.toml").read_text(encoding="utf-8"))
+    return {str(w["filename"]): str(w["sha256"]) for w in data.get("stock_wheels", [])}
+
+
+def stock_cache(work: Path, base: BasePin) -> Path:
+    return work / "stock" / base.version
+
+
+def stock_backend_filename(base: BasePin, profile: Profile) -> str:
+    return f"{escape_name(profile.backend_dist)}-{base.version}-py3-none-{profile.platform_tag}.whl"
+
+
+def _pip_download(requirement: str, dest: Path, platform_tag: str, python: str | None = None) -> None:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--platform", platform_tag, "-d", str(dest), requirement]
+    if python:
+        cmd[5:5] = ["--python-version", python]
+    run(cmd, step=f"download {requirement} ({platform_tag})")
+
+
+def fetch_stock_wheel(base: BasePin, profile: Profile, work: Path | None = None) -> Path:
+    """The stock backend wheel for `profile`, downloaded once into the work dir and hash-checked."""
+    work = work or work_dir()
+    filename = stock_backend_filename(base, profile)
+    pins = stock_pins(base)
+    cache = stock_cache(work, base)
+    path = cache / filename
+    if not path.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        say(f"downloading stock {filename} from PyPI")
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            _pip_download(f"{profile.backend_dist}=={base.version}", Path(tmp), profile.platform_tag)
+            got = Path(tmp) / filename
+            if not got.is_file():
+                raise MlxForkError(f"pip did not download {filename}",
+                                   hint=f"files: {[p.name for p in Path(tmp).iterdir()]}")
+            got.replace(path)
+    digest = sha256_file(path)
+    expected = pins.get(filename)
+    if expected is None:
+        raise MlxForkError(
+            f"no sha256 pinned for {filename} in {base.directory / 'base.toml'}",
+            hint=f'add [[stock_wheels]] filename = "{filename}" sha256 = "{digest}" after checking it on PyPI',
+        )
+    if digest != expected:
+        raise MlxForkError(
+            f"{path}: sha256 {digest} does not match the pin {expected}",
+            hint="delete the cached file to download it again; if PyPI's file really changed, stop and investigate",
+        )
+    return path
+
+
+def fetch_frontend_wheels(base: BasePin, profile: Profile, work: Path | None = None,
+                          pythons: tuple[str, ...] = FRONTEND_PYTHONS) -> list[Path]:
+    """Stock `mlx` frontend wheels (one per Python), so wheels/ works as a self-contained index."""
+    work = work or work_dir()
+    cache = stock_cache(work, base) / "frontend" / profile.platform_tag
+    cache.mkdir(parents=True, exist_ok=True)
+    found: list[Path] = []
+    for python in pythons:
+        tag = "cp" + python.replace(".", "")
+        have = sorted(cache.glob(f"mlx-{base.version}-{tag}-*.whl"))
+        if not have:
+            try:
+                _pip_download(f"mlx=={base.version}", cache, profile.platform_tag, python)
+            except MlxForkError:
+                say(f"note: no stock mlx {base.version} frontend wheel for Python {python} on {profile.platform_tag}")
+                continue
+            have = sorted(cache.glob(f"mlx-{base.version}-{tag}-*.whl"))
+        found.extend(have)
+    return found
+
+
+# ---------------------------------------------------------------- Linux ELF fixups
+
+
+def _patchelf(*args: str | Path) -> str:
+    return run(["patchelf", *args], step="patchelf").stdout.strip()
+
+
+def elf_needed(library: Path) -> list[str]:
+    return _patchelf("--print-needed", library).splitlines()
+
+
+def elf_rpath(library: Path) -> str:
+    return _patchelf("--print-rpath", library)
+
+
+def _stem(soname: str) -> str:
+    """libblas-bd8a282c.so.3.10.0 -> libblas; liblapack.so.3 -> liblapack."""
+    stem = soname.split(".so", 1)[0]
+    return re.sub(r"-[0-9a-f]{8}$", "", stem)
+
+
+@dataclass(frozen=True)
+class ElfFixup:
+    replaced: dict[str, str]  # our NEEDED -> stock vendored NEEDED
+    rpath: str
+
+
+def plan_linux_fixup(ours: list[str], stock: list[str], stock_rpath: str, vendored: list[str]) -> ElfFixup:
+    """Map each non-system NEEDED of our libmlx onto the stock wheel's vendored copy."""
+    by_stem = {_stem(name): name for name in stock if name in vendored}
+    replaced: dict[str, str] = {}
+    unmatched: list[str] = []
+    for name in ours:
+        if SYSTEM_LIBS.match(name) or name in vendored:
+            continue
+        target = by_stem.get(_stem(name))
+        if target is None:
+            unmatched.append(name)
+        else:
+            replaced[name] = target
+    if unmatched:
+        raise MlxForkError(
+            f"the patched libmlx needs {', '.join(unmatched)}, which the stock wheel does not vendor "
+            f"(it vendors {', '.join(vendored) or 'nothing'})",
+            hint="build against the same BLAS/LAPACK family as stock (reference BLAS/LAPACK), or use --full",
+        )
+    return ElfFixup(replaced, stock_rpath)
+
+
+def linux_library_for_wheel(built: Path, stock_wheel: Path, profile: Profile, dest: Path) -> ElfFixup:
+    """Copy `built` to `dest` and make it load the stock wheel's vendored libraries."""
+    with tempfile.TemporaryDirectory() as tmp:
+        stock_lib = Path(tmp) / profile.library
+        with zipfile.ZipFile(stock_wheel) as zf:
+            stock_lib.write_bytes(zf.read(f"mlx/lib/{profile.library}"))
+            vendored = [Path(n).name for n in zf.namelist()
+                        if profile.vendored_libs and n.startswith(profile.vendored_libs + "/")]
+        stock_needed = elf_needed(stock_lib)
+        stock_rpath = elf_rpath(stock_lib)
+    shutil.copyfile(built, dest)
+    fixup = plan_linux_fixup(elf_needed(dest), stock_needed, stock_rpath, vendored)
+    for ours, theirs in fixup.replaced.items():
+        _patchelf("--replace-needed", ours, theirs, dest)
+    if fixup.rpath:
+        # DT_RPATH like auditwheel writes it, so LD_LIBRARY_PATH cannot redirect BLAS.
+        _patchelf("--force-rpath", "--set-rpath", fixup.rpath, dest)
+    return fixup
+
+
+def check_unresolved_symbols(wheel: Path, profile: Profile) -> None:
+    """`ldd -r` of the packaged libmlx, laid out as installed: every symbol must resolve."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            members = [n for n in zf.namelist()
+                       if n == f"mlx/lib/{profile.library}"
+                       or (profile.vendored_libs and n.startswith(profile.vendored_libs + "/"))]
+            zf.extractall(tmp, members)
+        proc = subprocess.run(["ldd", "-r", str(Path(tmp, "mlx", "lib", profile.library))],
+                              capture_output=True, text=True)
+    problems = [line.strip() for line in (proc.stdout + proc.stderr).splitlines()
+                if "undefined symbol" in line or "not found" in line]
+    if proc.returncode != 0 or problems:
+        raise MlxForkError(
+            f"the packaged {profile.library} does not link against the stock vendored libraries:\n  "
+            + "\n  ".join(problems[:20] or [proc.stderr.strip()]),
+            hint="a patched libmlx must need only symbols the stock wheel's libraries provide",
+        )
+
+
+def auditwheel_check(wheel: Path, profile: Profile, log: Path | None = None) -> str:
+    """`auditwheel show`: the wheel must still be consistent with the stock platform tag."""
+    if shutil.which("auditwheel") is None:
+        raise MlxForkError("auditwheel is not installed", hint="python3 -m pip install auditwheel")
+    proc = run(["auditwheel", "show", wheel], step="auditwheel show", log=None)
+    text = " ".join(proc.stdout.split())
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as fh:
+            fh.write(proc.stdout)
+    match = re.search(r'consistent with the following platform tag: "([^"]+)"', text)
+    if match is None:
+        raise MlxForkError(f"auditwheel show: cannot read the platform of {wheel.name}", hint=text[:500])
+    found = match.group(1)
+    if not _manylinux_at_most(found, profile.platform_tag):
+        raise MlxForkError(
+            f"auditwheel: {wheel.name} is only consistent with {found}, not {profile.platform_tag} like stock",
+            hint=f"the build machine's glibc/libstdc++ is newer than the stock policy allows; see {log}",
+        )
+    return found
+
+
+def _manylinux_at_most(found: str, wanted: str) -> bool:
+    def glibc(tag: str) -> tuple[int, int] | None:
+        m = re.match(r"manylinux_(\d+)_(\d+)_", tag)
+        if m:
+            return int(m.group(1)), int(m.group(2))
+        legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+        return legacy.get(tag.split("_", 1)[0])
+
+    have, want = glibc(found), glibc(wanted)
+    return have is not None and want is not None and have <= want
+
+
+def delocate(wheel: Path, profile: Profile, out_dir: Path, log: Path | None) -> Path:
+    if shutil.which("delocate-wheel") is None:
+        raise MlxForkError("delocate is not installed", hint="python3 -m pip install delocate")
+    run(["delocate-wheel", "--require-archs", "arm64", "-w", out_dir, wheel], step="delocate-wheel",
+        env={"MACOSX_DEPLOYMENT_TARGET": profile.deployment_target or ""}, log=log)
+    return out_dir / wheel.name
+
+
+# ---------------------------------------------------------------- overlay
+
+
+def provenance_bytes(manifest: Manifest) -> bytes:
+    return (json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def overlay_wheel(
+    stock_wheel: Path,
+    library: Path,
+    profile: Profile,
+    manifest: Manifest,
+    out_dir: Path,
+    *,
+    log: Path | None = None,
+    repair: bool = True,
+) -> Path:
+    """Stock backend wheel + our libmlx + provenance -> `<dist>-<version>+<label>-<tags>.whl` in out_dir.
+
+    `library` is the libmlx as built; on Linux it is first pointed at the
+    stock vendored libraries. `manifest.outputs` gains the packaged library's
+    sha256, and the provenance file is that manifest.
+    """
+    info = wheel_info(stock_wheel)
+    if info.name != profile.backend_dist or info.tags.split("-")[-1] != profile.platform_tag:
+        raise MlxForkError(f"{stock_wheel.name} is not the {profile.backend_dist} {profile.platform_tag} wheel")
+    if str(info.version) != manifest.base_version:
+        raise MlxForkError(f"{stock_wheel.name} is version {info.version}, the build is {manifest.base_version}")
+    member = f"mlx/lib/{profile.library}"
+    with tempfile.TemporaryDirectory() as tmp:
+        packaged = Path(tmp) / profile.library
+        if sys.platform.startswith("linux") and profile.library.endswith(".so"):
+            fixup = linux_library_for_wheel(library, stock_wheel, profile, packaged)
+            manifest.info["elf_fixup"] = {"replace_needed": fixup.replaced, "rpath": fixup.rpath}
+        else:
+            shutil.copyfile(library, packaged)
+        data = packaged.read_bytes()
+    manifest.outputs["libmlx_sha256"] = hashlib.sha256(data).hexdigest()
+    manifest.outputs["libmlx_member"] = member
+    manifest.outputs["stock_wheel"] = stock_wheel.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wheel = rewrite_wheel(
+        stock_wheel,
+        out_dir,
+        version=manifest.version,
+        replace={member: data},
+        add={PROVENANCE: provenance_bytes(manifest)},
+    )
+    problems = check_record(wheel)
+    if problems:
+        raise MlxForkError(f"{wheel.name}: RECORD is wrong: {problems[:5]}")
+    if repair and profile.platform_tag.startswith("manylinux"):
+        check_unresolved_symbols(wheel, profile)
+        auditwheel_check(wheel, profile, log)
+    elif repair and profile.is_macos:
+        if sys.platform == "darwin":
+            with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+                fixed = delocate(wheel, profile, Path(tmp), log)
+                fixed.replace(wheel)
+        else:
+            say("note: delocate-wheel runs only on macOS; the macOS overlay was not repaired here")
+    return wheel
+
+
+def check_overlay(stock_wheel: Path, wheel: Path, profile: Profile) -> list[str]:
+    """Everything but libmlx, RECORD and the version must be byte-identical to stock."""
+    problems = check_record(wheel)
+    stock_info, info = wheel_info(stock_wheel), wheel_info(wheel)
+    if info.tags != stock_info.tags:
+        problems.append(f"tags {info.tags} != stock {stock_info.tags}")
+    with zipfile.ZipFile(stock_wheel) as zs, zipfile.ZipFile(wheel) as zw:
+        stock_files = {i.filename: i for i in zs.infolist() if not i.is_dir()}
+        ours = {i.filename: i for i in zw.infolist() if not i.is_dir()}
+        rename = {stock_info.dist_info + "/": info.dist_info + "/"}
+        for name in stock_files:
+            target = name
+            for old, new in rename.items():
+                if name.startswith(old):
+                    target = new + name[len(old):]
+            if target.endswith("/RECORD") or name == f"mlx/lib/{profile.library}":
+                continue
+            if target not in ours:
+                problems.append(f"{name} missing from the overlay")
+                continue
+            if target.endswith("/METADATA"):
+                continue
+            if zs.read(name) != zw.read(target):
+                problems.append(f"{name} differs from stock")
+        extra = set(ours) - {n.replace(stock_info.dist_info, info.dist_info) for n in stock_files}
+        extra -= {PROVENANCE}
+        if extra:
+            problems.append(f"unexpected files: {sorted(extra)}")
+    return problems
+
+
+# ---------------------------------------------------------------- full
+
+
+def full_wheels(
+    base: BasePin,
+    tree: Path,
+    profile: Profile,
+    manifest: Manifest,
+    cmake_args: list[str],
+    out_dir: Path,
+    log: Path,
+) -> list[Path]:
+    """Frontend + backend wheels from the patched tree via upstream setup.py's two stages."""
+    env_base = {
+        "PYPI_RELEASE": "1",  # a plain version; without it setup.py asks git for one
+        "CMAKE_ARGS": " ".join(a for a in cmake_args if not a.startswith("-DMLX_BUILD_PYTHON_BINDINGS")),
+        **profile.env,
+    }
+    # setup.py reads the version from mlx/version.h; the local label is set through
+    # a setup.cfg-free route: MLX passes it to CMake and to the wheel via the env below.
+    version = manifest.version
+    stages = _stage_envs(base)
+    wheels: list[Path] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for which, stage_env in stages:
+        say(f"full packaging: {which} wheel via setup.py")
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp, "."],
+                step=f"setup.py ({which})", cwd=tree, env={**env_base, **stage_env}, log=log)
+            built = sorted(Path(tmp).glob("*.whl"))
+            if len(built) != 1:
+                raise MlxForkError(f"setup.py {which} stage produced {len(built)} wheels", hint=f"see {log}")
+            relabelled = rewrite_wheel(built[0], out_dir, version=version)
+            wheels.append(relabelled)
+    return wheels
+
+
+def _stage_envs(base: BasePin) -> list[tuple[str, dict[str, str]]]:
+    if base.build_stage_env == "stage":
+        return [("frontend", {"MLX_BUILD_STAGE": "1"}), ("backend", {"MLX_BUILD_STAGE": "2"})]
+    return [("frontend", {"MLX_BUILD_FRONTEND_PACKAGE": "1"}), ("backend", {"MLX_BUILD_BACKEND_PACKAGE": "1"})]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "package",
+        help="package a built libmlx as an overlay wheel of the stock backend wheel",
+        description="Overlay packaging of a finished `mlx-fork build`/`compile` slot: the stock backend wheel "
+        "with only libmlx replaced, provenance added, version set to <version>+<label>. Writes to --out "
+        "(default: wheels/) and refreshes the index.",
+    )
+    parser.add_argument("--slot", type=Path, required=True,
+                        help="build slot directory (holds manifest.json and build/)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: wheels/)")
+    parser.set_defaults(func=_cmd_package)
+
+
+def _cmd_package(args: argparse.Namespace) -> int:
+    from .index import write_index
+    from .paths import wheels_dir
+    from .profiles import get_profile
+
+    manifest_path = args.slot / "manifest.json"
+    if not manifest_path.is_file():
+        raise MlxForkError(f"{manifest_path} not found", hint="run `mlx-fork build` or `mlx-fork compile` first")
+    manifest = Manifest.read(manifest_path)
+    base = load_base(manifest.inputs["base"]["name"])
+    profile = get_profile(manifest.inputs["platform"], manifest.inputs.get("toolchain", {}).get("deployment_target"))
+    library = args.slot / "build" / profile.library
+    if not library.is_file():
+        raise MlxForkError(f"{library} not found", hint="the compile step did not finish")
+    stock = fetch_stock_wheel(base, profile)
+    out = args.out or wheels_dir()
+    wheel = overlay_wheel(stock, library, profile, manifest, out, log=args.slot / "logs" / "package.log")
+    if args.out is None:
+        write_index(out)
+    print(wheel)
+    return 0
+
+
+__all__ = ["overlay_wheel", "fetch_stock_wheel", "fetch_frontend_wheels", "check_overlay", "PRIMARY_BASE"]

@@ -1,0 +1,121 @@
+"""Platform profiles: what a build for one target looks like, as data.
+
+A profile names the CMake switches of a backend, the stock backend wheel whose
+non-libmlx contents an overlay wheel keeps, and the wheel platform tag. The
+macOS profile is one profile per deployment target, matching the mlx-metal
+wheels upstream ships (a libmlx built for 15.0 must not be dropped next to the
+metallib of the 14.0 wheel: the kernels were compiled for that target).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+
+from .errors import MlxForkError
+
+# Deployment targets upstream publishes mlx-metal wheels for (py3-none-macosx_<T>_arm64).
+MACOS_TARGETS: tuple[str, ...] = ("14.0", "15.0", "26.0")
+DEFAULT_MACOS_TARGET = "14.0"
+LINUX_PLATFORM_TAG = "manylinux_2_35_x86_64"
+
+PLATFORMS: tuple[str, ...] = ("linux-cpu", "macos-metal", "linux-cuda")
+
+# Switches every profile shares: a shared libmlx (a static one "builds" and
+# ships nothing), no tests/examples/benchmarks, no Python bindings (overlay
+# packaging keeps the stock frontend).
+COMMON_CMAKE_ARGS: tuple[str, ...] = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DMLX_BUILD_TESTS=OFF",
+    "-DMLX_BUILD_EXAMPLES=OFF",
+    "-DMLX_BUILD_BENCHMARKS=OFF",
+    "-DMLX_BUILD_PYTHON_BINDINGS=OFF",
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str  # linux-cpu | macos-metal | linux-cuda
+    backend_dist: str  # stock backend distribution an overlay builds on
+    platform_tag: str  # wheel platform tag of that backend wheel
+    library: str  # libmlx file name inside mlx/lib
+    cmake_args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)  # build environment (deployment target)
+    deployment_target: str | None = None
+    vendored_libs: str | None = None  # auditwheel's vendored-libs directory in the stock wheel
+    # Profiles whose FetchContent deps cannot all be supplied offline (CUDA).
+    offline: bool = True
+
+    @property
+    def is_macos(self) -> bool:
+        return self.name == "macos-metal"
+
+
+def host_platform() -> str:
+    if sys.platform == "darwin":
+        return "macos-metal"
+    if sys.platform.startswith("linux"):
+        return "linux-cpu"
+    raise MlxForkError(
+        f"no build profile for host {sys.platform}/{platform.machine()}",
+        hint="mlx-fork builds on Linux x86_64 (CPU, CUDA) and macOS arm64 (Metal)",
+    )
+
+
+def macos_platform_tag(target: str) -> str:
+    major, _, minor = target.partition(".")
+    return f"macosx_{major}_{minor or '0'}_arm64"
+
+
+def get_profile(name: str = "auto", macos_target: str | None = None) -> Profile:
+    if name == "auto":
+        name = host_platform()
+    if name == "linux-cpu":
+        return Profile(
+            name=name,
+            backend_dist="mlx-cpu",
+            platform_tag=LINUX_PLATFORM_TAG,
+            library="libmlx.so",
+            cmake_args=COMMON_CMAKE_ARGS
+            + ("-DMLX_BUILD_CPU=ON", "-DMLX_BUILD_METAL=OFF", "-DMLX_BUILD_CUDA=OFF"),
+            vendored_libs="mlx_cpu.libs",
+        )
+    if name == "macos-metal":
+        target = macos_target or DEFAULT_MACOS_TARGET
+        if target not in MACOS_TARGETS:
+            raise MlxForkError(
+                f"macOS deployment target {target} has no stock mlx-metal wheel",
+                hint=f"use one of {', '.join(MACOS_TARGETS)}",
+            )
+        return Profile(
+            name=name,
+            backend_dist="mlx-metal",
+            platform_tag=macos_platform_tag(target),
+            library="libmlx.dylib",
+            cmake_args=COMMON_CMAKE_ARGS
+            + (
+                "-DMLX_BUILD_CPU=ON",
+                "-DMLX_BUILD_METAL=ON",
+                "-DMLX_BUILD_CUDA=OFF",
+                # JIT kernels would not use the stock metallib the overlay keeps.
+                "-DMLX_METAL_JIT=OFF",
+                "-DCMAKE_OSX_ARCHITECTURES=arm64",
+                f"-DCMAKE_OSX_DEPLOYMENT_TARGET={target}",
+            ),
+            env={"MACOSX_DEPLOYMENT_TARGET": target},
+            deployment_target=target,
+        )
+    if name == "linux-cuda":
+        return Profile(
+            name=name,
+            backend_dist="mlx-cuda-12",
+            platform_tag=LINUX_PLATFORM_TAG,
+            library="libmlx.so",
+            cmake_args=COMMON_CMAKE_ARGS
+            + ("-DMLX_BUILD_CPU=ON", "-DMLX_BUILD_METAL=OFF", "-DMLX_BUILD_CUDA=ON"),
+            vendored_libs="mlx_cuda_12.libs",
+            offline=False,
+        )
+    raise MlxForkError(f"unknown platform {name!r}", hint=f"use auto or one of {', '.join(PLATFORMS)}")

@@ -1,0 +1,336 @@
+"""Stage 5: prove a patched wheel is what it says, installed exactly as a user would.
+
+In a fresh virtual environment, install the stock frontend `mlx==<version>` and
+our backend `<dist>==<version>+<label>` with plain pip from wheels/ (as an index,
+or with --find-links), import mlx.core, and check that
+  - mx.__version__ is `<version>+<label>` (the loaded libmlx identifies itself),
+  - the libmlx mapped into the process (/proc/self/maps) is the installed one,
+    and its sha256 is the one the manifest recorded,
+  - mlx/lib/mlx-fork.json (provenance) matches the build manifest,
+  - a small computation runs.
+ABI gate: the dynamic symbols libmlx exports, stock vs patched; a removed
+symbol fails (stock frontends and extensions may use it), additions are listed.
+Header gate: a patch touching a header installed under mlx/include changes the
+API the stock frontend was compiled against, so it forces full packaging.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import venv
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import MlxForkError
+from .manifest import Manifest, compare_provenance
+from .paths import wheels_dir, work_dir
+from .proc import run, say
+from .wheelfile import wheel_info
+
+PROBE = r"""
+import hashlib, json, os, sys
+import mlx.core as mx
+lib = None
+with open("/proc/self/maps") as fh:
+    for line in fh:
+        path = line.split()[-1] if len(line.split()) >= 6 else ""
+        if os.path.basename(path).startswith("libmlx."):
+            lib = path
+            break
+import mlx
+pkg = os.path.dirname(mlx.__file__) if getattr(mlx, "__file__", None) else list(mlx.__path__)[0]
+prov_path = os.path.join(pkg, "lib", "mlx-fork.json")
+prov = json.load(open(prov_path)) if os.path.exists(prov_path) else None
+installed = os.path.join(pkg, "lib", sys.argv[1])
+a = mx.array([1.0, 2.0, 3.0])
+value = (a * 2 + 1).sum().item()
+print(json.dumps({
+    "version": mx.__version__,
+    "loaded": os.path.realpath(lib) if lib else None,
+    "installed": os.path.realpath(installed),
+    "installed_sha256": hashlib.sha256(open(installed, "rb").read()).hexdigest() if os.path.exists(installed) else None,
+    "provenance": prov,
+    "value": value,
+    "default_device": str(mx.default_device()),
+}))
+"""
+
+
+@dataclass
+class VerifyResult:
+    wheel: str
+    version: str
+    loaded_library: str
+    checks: list[str] = field(default_factory=list)  # what was proven, one line each
+    abi_added: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- ABI gate
+
+
+def exported_symbols(library: Path) -> set[str]:
+    """Defined, exported dynamic symbols of a shared library (ELF: nm -D; Mach-O: nm -gU)."""
+    if library.suffix == ".dylib" or sys.platform == "darwin":
+        cmd = ["nm", "-gUj", str(library)]
+    else:
+        cmd = ["nm", "-D", "--defined-only", "--format=posix", str(library)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MlxForkError(f"nm failed on {library}: {proc.stderr.strip()}", hint="install binutils")
+    symbols: set[str] = set()
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) >= 2 and parts[1] in ("U", "w", "v"):
+            continue  # undefined or weak-undefined
+        symbols.add(parts[0])
+    return symbols
+
+
+@dataclass(frozen=True)
+class AbiReport:
+    removed: list[str]
+    added: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.removed
+
+
+def abi_diff(stock: set[str], patched: set[str]) -> AbiReport:
+    return AbiReport(sorted(stock - patched), sorted(patched - stock))
+
+
+def demangle(symbols: list[str]) -> list[str]:
+    if not symbols or shutil.which("c++filt") is None:
+        return symbols
+    proc = subprocess.run(["c++filt"], input="\n".join(symbols), capture_output=True, text=True)
+    out = proc.stdout.splitlines()
+    return out if len(out) == len(symbols) else symbols
+
+
+def abi_gate(stock_wheel: Path, wheel: Path, library: str) -> AbiReport:
+    member = f"mlx/lib/{library}"
+    with tempfile.TemporaryDirectory() as tmp:
+        stock_lib, our_lib = Path(tmp, "stock-" + library), Path(tmp, "patched-" + library)
+        with zipfile.ZipFile(stock_wheel) as zf:
+            stock_lib.write_bytes(zf.read(member))
+        with zipfile.ZipFile(wheel) as zf:
+            our_lib.write_bytes(zf.read(member))
+        return abi_diff(exported_symbols(stock_lib), exported_symbols(our_lib))
+
+
+def installed_headers_touched(patches: list) -> dict[str, list[str]]:
+    """patch name -> installed headers (mlx/include/mlx/...) it changes."""
+    from .series import is_installed_header
+
+    touched: dict[str, list[str]] = {}
+    for patch in patches:
+        headers = [p for p in patch.touched_paths if is_installed_header(p)]
+        if headers:
+            touched[patch.name] = headers
+    return touched
+
+
+# ---------------------------------------------------------------- install and probe
+
+
+def make_venv(path: Path) -> Path:
+    venv.EnvBuilder(with_pip=True, clear=True, symlinks=True).create(path)
+    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    return python
+
+
+def pip_install(python: Path, requirements: list[str], *, index_url: str | None, find_links: list[Path],
+                log: Path | None, extra_index: bool = False) -> None:
+    cmd = [str(python), "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check"]
+    if index_url:
+        cmd += ["--index-url", index_url]
+        if extra_index:
+            cmd += ["--extra-index-url", "https://pypi.org/simple"]
+    for link in find_links:
+        cmd += ["--find-links", str(link)]
+    # Isolate from site-wide pip configuration (extra indexes, find-links): the
+    # point is to prove what *this* wheel directory provides. TLS settings stay.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PIP_") or k in ("PIP_CERT", "PIP_DEFAULT_TIMEOUT")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    argv = cmd + requirements
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as fh:
+            fh.write("$ " + " ".join(argv) + "\n")
+            fh.flush()
+            proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
+        detail = f"see {log}"
+    else:
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+        detail = (proc.stdout + proc.stderr).strip()[-1500:]
+    if proc.returncode != 0:
+        raise MlxForkError(f"pip install in the fresh venv failed (exit {proc.returncode})", hint=detail)
+
+
+def probe(python: Path, library: str) -> dict:
+    proc = run([str(python), "-c", PROBE, library], step="import mlx.core in the fresh venv",
+               cwd=Path(tempfile.gettempdir()))
+    lines = proc.stdout.strip().splitlines()
+    if not lines:
+        raise MlxForkError("the probe printed nothing")
+    return json.loads(lines[-1])
+
+
+def verify_wheel(
+    wheel: Path,
+    manifest: Manifest,
+    *,
+    library: str,
+    wheel_dir: Path,
+    via: str = "index",
+    stock_wheel: Path | None = None,
+    log: Path | None = None,
+    keep_venv: Path | None = None,
+) -> VerifyResult:
+    """Install `wheel` (which lives in `wheel_dir`) beside the stock frontend and prove it is loaded."""
+    info = wheel_info(wheel)
+    version = manifest.version
+    if str(info.version) != version:
+        raise MlxForkError(f"{wheel.name} has version {info.version}, the manifest says {version}")
+    result = VerifyResult(wheel.name, version, "")
+    requirements = [f"mlx=={manifest.base_version}", f"{info.name}=={version}"]
+    tmp = Path(tempfile.mkdtemp(prefix="mlx-fork-verify-", dir=work_dir() if work_dir().is_dir() else None))
+    try:
+        env_dir = keep_venv or tmp / "venv"
+        say(f"verify: fresh venv, pip install {' '.join(requirements)} (via {via})")
+        python = make_venv(env_dir)
+        if via == "index":
+            simple = wheel_dir / "simple"
+            if not (simple / "index.html").is_file():
+                raise MlxForkError(f"{simple} has no index", hint="mlx-fork index")
+            # The frontend comes from the index too when it was mirrored there; else PyPI.
+            has_frontend = any(wheel_dir.glob(f"mlx-{manifest.base_version}-*.whl"))
+            pip_install(python, requirements, index_url=simple.resolve().as_uri(), find_links=[], log=log,
+                        extra_index=not has_frontend)
+        elif via == "find-links":
+            pip_install(python, requirements, index_url="https://pypi.org/simple", find_links=[wheel_dir], log=log)
+        else:
+            raise MlxForkError(f"unknown install route {via!r}")
+        found = probe(python, library)
+        problems: list[str] = []
+        if found["version"] != version:
+            problems.append(f"mx.__version__ is {found['version']!r}, expected {version!r}")
+        else:
+            result.checks.append(f"mx.__version__ == {version}")
+        if not found["loaded"]:
+            problems.append("no libmlx mapped into the process")
+        elif found["loaded"] != found["installed"]:
+            problems.append(f"loaded {found['loaded']}, but the installed library is {found['installed']}")
+        else:
+            result.loaded_library = found["loaded"]
+            result.checks.append(f"loaded libmlx is the installed one ({found['loaded']})")
+        expected_sha = manifest.outputs.get("libmlx_sha256")
+        if expected_sha and found["installed_sha256"] != expected_sha:
+            problems.append(f"installed libmlx sha256 {found['installed_sha256']} != manifest {expected_sha}")
+        elif expected_sha:
+            result.checks.append("installed libmlx sha256 matches the manifest")
+        if found["provenance"] is None:
+            problems.append("mlx/lib/mlx-fork.json is not installed")
+        else:
+            diff = compare_provenance(manifest.to_json(), found["provenance"])
+            problems += [f"provenance {d}" for d in diff]
+            if not diff:
+                result.checks.append("provenance mlx/lib/mlx-fork.json matches the build manifest")
+        if found["value"] != 15.0:
+            problems.append(f"(a*2+1).sum() gave {found['value']}, expected 15.0")
+        else:
+            result.checks.append(f"computation ran on {found['default_device']}")
+        if stock_wheel is not None:
+            report = abi_gate(stock_wheel, wheel, library)
+            result.abi_added = report.added
+            if report.removed:
+                shown = demangle(report.removed[:20])
+                problems.append(
+                    f"ABI gate: {len(report.removed)} exported symbol(s) of stock libmlx are gone: "
+                    + "; ".join(shown)
+                )
+            else:
+                result.checks.append(f"ABI gate: no exported symbol removed ({len(report.added)} added)")
+        if problems:
+            raise MlxForkError(
+                f"verify failed for {wheel.name}:\n  " + "\n  ".join(problems),
+                hint=f"pip log: {log}" if log else None,
+            )
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def manifest_store(directory: Path) -> Path:
+    return directory / "manifests"
+
+
+def manifest_for(directory: Path, wheel: Path) -> Path:
+    return manifest_store(directory) / (wheel.name + ".json")
+
+
+def latest_wheel(directory: Path, dist: str | None = None) -> Path:
+    candidates = [p for p in directory.glob("*.whl") if "+" in p.name
+                  and (dist is None or wheel_info(p).name == dist)]
+    if not candidates:
+        raise MlxForkError(f"no patched wheel in {directory}", hint="mlx-fork build")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "verify",
+        help="install a patched wheel in a fresh venv as a user would and prove it is the one loaded",
+        description="Fresh venv; pip install the stock frontend and the patched backend from wheels/; check "
+        "mx.__version__, the loaded libmlx path (/proc/self/maps), the provenance file against the build "
+        "manifest, and the ABI gate (stock vs patched exported symbols).",
+    )
+    parser.add_argument("--wheel", type=Path, default=None,
+                        help="the patched backend wheel (default: newest patched wheel in --dir)")
+    parser.add_argument("--dir", type=Path, default=None, help="wheel directory (default: wheels/)")
+    parser.add_argument("--via", choices=("index", "find-links"), default="index",
+                        help="install through wheels/simple (index) or --find-links wheels/ (PyPI for the rest)")
+    parser.add_argument("--no-abi", action="store_true", help="skip the ABI gate")
+    parser.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .bases import load_base
+    from .package import fetch_stock_wheel
+    from .profiles import get_profile
+
+    directory = (args.dir or wheels_dir()).resolve()
+    wheel = (args.wheel or latest_wheel(directory)).resolve()
+    manifest_path = manifest_for(wheel.parent, wheel)
+    if not manifest_path.is_file():
+        raise MlxForkError(f"no build manifest for {wheel.name} at {manifest_path}",
+                           hint="verify checks a wheel against the manifest `mlx-fork build` recorded")
+    manifest = Manifest.read(manifest_path)
+    profile = get_profile(manifest.inputs["platform"], manifest.inputs["toolchain"].get("deployment_target"))
+    stock = None
+    if not args.no_abi:
+        stock = fetch_stock_wheel(load_base(manifest.inputs["base"]["name"]), profile)
+    result = verify_wheel(wheel, manifest, library=profile.library, wheel_dir=wheel.parent, via=args.via,
+                          stock_wheel=stock)
+    print(f"verified {result.wheel}")
+    for line in result.checks:
+        print(f"  ok  {line}")
+    if result.abi_added:
+        print(f"  ABI additions ({len(result.abi_added)}):")
+        for name in demangle(result.abi_added[:50]):
+            print(f"    + {name}")
+    return 0
