@@ -1,0 +1,401 @@
+"""The report: summary.json (data), summary.md and index.html (the same content), PNG plots.
+
+Everything is rendered from the summary dict alone, so a recorded summary can be
+re-rendered (and is, in the tests) without MLX. Markdown and HTML come from one
+small document model (sections of paragraphs, lists, tables, images).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PASS, FAIL, NOT_RUN, NOT_DONE = "pass", "fail", "not-run", "not-done"
+
+
+# ---------------------------------------------------------------- gates
+
+def gates(summary: dict) -> dict[str, str]:
+    out: dict[str, str] = {}
+    crash = summary.get("crash", {})
+    if "tallies" in crash:
+        out["crash"] = FAIL if crash_rows_regressed(crash) else PASS
+    else:
+        out["crash"] = NOT_RUN
+    suite = summary.get("suite", {})
+    out["parity"] = (PASS if suite["comparison"]["parity"] else FAIL) if "comparison" in suite else NOT_RUN
+    checks = summary.get("checks", {})
+    if "comparison" in checks:
+        rows = checks["comparison"]["rows"]
+        out["checks"] = FAIL if any(r["status"] == "regression" for r in rows) else PASS
+    else:
+        out["checks"] = NOT_RUN
+    perf = summary.get("perf", {})
+    if "cases" in perf:
+        verdicts = [c["gate"] for c in perf["cases"] if c.get("single_thread")]
+        if any(v == "fail" for v in verdicts):
+            out["perf"] = FAIL
+        elif verdicts and all(v in ("pass", "waived") for v in verdicts):
+            out["perf"] = PASS
+        elif any(v == "inconclusive" for v in verdicts):
+            out["perf"] = "inconclusive"
+        else:
+            out["perf"] = NOT_RUN
+    else:
+        out["perf"] = NOT_RUN
+    out["cxx"] = NOT_DONE if summary.get("cxx", {}).get("status") == "not-done" else summary.get("cxx", {}).get("gate", NOT_RUN)
+    return out
+
+
+def crash_pairs(crash: dict) -> list[tuple[dict, dict | None, dict | None]]:
+    """(scenario, stock tally, patched tally) in scenario order."""
+    by = {(t["scenario"], t["side"]): t for t in crash.get("tallies", [])}
+    return [(s, by.get((s["name"], "stock")), by.get((s["name"], "patched"))) for s in crash.get("scenarios", [])]
+
+
+def crash_change(stock: dict | None, patched: dict | None) -> str:
+    if not stock or not patched:
+        return "incomplete"
+    s, p = stock["verdict"], patched["verdict"]
+    return {("red", "green"): "fixed", ("red", "red"): "still red", ("green", "green"): "not reproduced",
+            ("green", "red"): "REGRESSED"}[(s, p)]
+
+
+def crash_rows_regressed(crash: dict) -> bool:
+    return any(crash_change(s, p) == "REGRESSED" for _, s, p in crash_pairs(crash))
+
+
+# ---------------------------------------------------------------- document model
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    classes: list[str] = field(default_factory=list)  # per-row css class ("" | good | bad | warn)
+
+
+@dataclass
+class Section:
+    title: str
+    blocks: list = field(default_factory=list)  # str (paragraph) | list[str] (bullets) | Table | ("img", file, alt)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _rate(t: dict | None) -> str:
+    if not t:
+        return "-"
+    lo, hi = t["bad_rate_95"]
+    return f"{t['bad']}/{t['runs']} ({_pct(t['bad_rate'])}, 95% {_pct(lo)}-{_pct(hi)})"
+
+
+def _breakdown(t: dict | None) -> str:
+    if not t:
+        return "-"
+    return ", ".join(f"{k} {v}" for k, v in t["counts"].items() if v) or "no runs"
+
+
+def build_document(summary: dict) -> tuple[str, list[Section]]:
+    title = f"mlx-fork validation: MLX {summary['base']} on {summary['platform']}"
+    secs: list[Section] = []
+    sides = summary["sides"]
+
+    head = Section("Overview")
+    head.blocks.append(
+        f"Generated {summary['generated']} in {summary.get('mode', '?')} mode"
+        f" ({summary.get('seconds', '?')} s). Base {summary['base']} (commit {summary['commit'][:12]})."
+    )
+    head.blocks.append(Table(
+        ["side", "mlx (runtime)", "mlx-cpu", "numpy", "libmlx sha256", "wheels"],
+        [[name, s["probe"].get("mlx_version", "?"), str(s["probe"].get("mlx_cpu")), str(s["probe"].get("numpy")),
+          s["probe"].get("libmlx_sha256", "")[:16], ", ".join(s.get("wheels", []))] for name, s in sides.items()],
+    ))
+    if summary.get("stock_vs_stock"):
+        head.blocks.append("**Stock vs stock:** both sides load the same libmlx; this run checks the harness "
+                           "and measures noise, it says nothing about a patch. Gates are informational.")
+    if summary.get("notes"):
+        head.blocks.append([f"note: {n}" for n in summary["notes"]])
+    g = summary.get("gates", {})
+    head.blocks.append(Table(["gate", "result", "meaning"], [
+        ["crash", g.get("crash", "-"), "no crash class green on stock turns red on patched"],
+        ["parity", g.get("parity", "-"), "no upstream test passing on stock fails/errors on patched; same skips"],
+        ["checks", g.get("checks", "-"), "no backported check passing on stock fails on patched"],
+        ["perf", g.get("perf", "-"), "single-thread patched/stock median ratios within 0.98-1.02 (unless a patch documents a cost); "
+         "inconclusive when the round-to-round spread is wider than the effect"],
+        ["cxx", g.get("cxx", "-"), "upstream C++ doctest suite"],
+    ], [_cls(g.get(k)) for k in ("crash", "parity", "checks", "perf", "cxx")]))
+    secs.append(head)
+
+    pat = Section("Patch series")
+    if summary.get("patches"):
+        pat.blocks.append(Table(["patch", "description", "backends", "verified (ladder rungs)", "documented cost"],
+                                [[p["name"], p["description"], ", ".join(p["backends"]), ", ".join(p["verified"]) or "-",
+                                  p["cost"] or "-"] for p in summary["patches"]]))
+    else:
+        pat.blocks.append("The series is empty: the patched side is stock MLX built from source (or the stock wheels).")
+    secs.append(pat)
+
+    secs.append(_crash_section(summary.get("crash", {})))
+    secs.append(_checks_section(summary.get("checks", {})))
+    secs.append(_suite_section(summary.get("suite", {})))
+    secs.append(_perf_section(summary.get("perf", {})))
+    cxx = Section("Upstream C++ suite (doctest)")
+    c = summary.get("cxx", {})
+    cxx.blocks.append(f"Status: {c.get('status', 'not run')}. {c.get('reason', '')}")
+    secs.append(cxx)
+    return title, secs
+
+
+def _cls(verdict: str | None) -> str:
+    return {"pass": "good", "fail": "bad", "green": "good", "red": "bad", "fixed": "good",
+            "REGRESSED": "bad", "regression": "bad"}.get(
+        verdict or "", "warn" if verdict in ("not-run", "not-done", "inconclusive", "skip-mismatch") else "")
+
+
+def _crash_section(crash: dict) -> Section:
+    sec = Section("Crash reproducers")
+    if "tallies" not in crash:
+        sec.blocks.append(f"Not run: {crash.get('skipped', 'unknown reason')}.")
+        return sec
+    sec.blocks.append(
+        f"Each class ran {crash['runs']} times per side, every run in a fresh process with a timeout. "
+        "A run is ok, python-exception, wrong-result (vs a one-thread reference), crash (signal), hang (timeout) "
+        "or silent-exit (ended without reporting). 'bad' counts runs whose outcome is not acceptable for the class "
+        "(for error classes a catchable Python exception is the fix); a class is green when no run was bad. "
+        "Rates carry 95% Wilson bounds.")
+    rows, classes = [], []
+    for s, st, pt in crash_pairs(crash):
+        change = crash_change(st, pt)
+        rows.append([f"{s['class']}", s["title"], ", ".join(s["acceptable"]),
+                     f"{(st or {}).get('verdict', '-')}: {_rate(st)}", _breakdown(st),
+                     f"{(pt or {}).get('verdict', '-')}: {_rate(pt)}", _breakdown(pt), change])
+        classes.append({"fixed": "good", "REGRESSED": "bad", "still red": "warn"}.get(change, ""))
+    sec.blocks.append(Table(["class", "scenario", "acceptable", "stock bad runs", "stock outcomes",
+                             "patched bad runs", "patched outcomes", "change"], rows, classes))
+    sec.blocks.append(("img", "crash.png", "bad-run rate per class with 95% Wilson bounds"))
+    examples = []
+    for s, st, pt in crash_pairs(crash):
+        for side, t in (("stock", st), ("patched", pt)):
+            for outcome, ex in (t or {}).get("examples", {}).items():
+                if outcome != "ok":
+                    examples.append(f"{s['class']} {side} {outcome}: {ex.get('detail', '')}"
+                                    + (f" | stderr: {ex['signature']}" if ex.get("signature") else ""))
+    if examples:
+        sec.blocks.append("First run of each non-ok outcome:")
+        sec.blocks.append(examples)
+    return sec
+
+
+def _checks_section(checks: dict) -> Section:
+    sec = Section("Backported upstream checks")
+    if "comparison" not in checks:
+        sec.blocks.append(f"Not run: {checks.get('skipped', 'unknown reason')}.")
+        return sec
+    sec.blocks.append("Ideas of upstream tests newer than the base (v0.32.1 test_threads.py, main's "
+                      "test_async_eval_error_in_synchronize), written for each base's API; one process per test.")
+    rows = checks["comparison"]["rows"]
+    sec.blocks.append(Table(["check", "stock", "patched", "status"],
+                            [[r["test"].split(".", 1)[-1], r["stock"], r["patched"], r["status"]] for r in rows],
+                            [_cls(r["status"]) for r in rows]))
+    return sec
+
+
+def _suite_section(suite: dict) -> Section:
+    sec = Section("Upstream Python suite parity")
+    if "comparison" not in suite:
+        sec.blocks.append(f"Not run: {suite.get('skipped', 'unknown reason')}.")
+        return sec
+    comp = suite["comparison"]
+    rows = []
+    for side in ("stock", "patched"):
+        s = suite[side]
+        counts = s["counts"]
+        rows.append([side, str(sum(counts.values())), *(str(counts.get(k, 0)) for k in
+                     ("pass", "fail", "error", "skip", "expected-failure", "crash", "hang")),
+                     f"{s['seconds']} s", s.get("crashed_in") or "-"])
+    sec.blocks.append(Table(["side", "tests", "pass", "fail", "error", "skip", "xfail", "crash", "hang", "time",
+                             "crashed in"], rows))
+    summ = comp["summary"]
+    sec.blocks.append("Comparison: " + ", ".join(f"{k} {v}" for k, v in sorted(summ.items()))
+                      + f". Parity: {'yes' if comp['parity'] else 'NO'}.")
+    if comp["rows"]:
+        sec.blocks.append(Table(["test", "stock", "patched", "status", "note"],
+                                [[r["test"], r["stock"], r["patched"], r["status"], r["note"][:200]] for r in comp["rows"]],
+                                [_cls(r["status"]) for r in comp["rows"]]))
+    if suite.get("capability_skips"):
+        sec.blocks.append("Skipped on both sides because a side lacks the capability:")
+        sec.blocks.append([f"{k}: {v}" for k, v in suite["capability_skips"].items()])
+    reasons = Counter(r["note"] for r in comp.get("skipped", []))
+    if reasons:
+        sec.blocks.append("Tests that cannot run here (skipped identically on both sides), by reason:")
+        sec.blocks.append(Table(["reason", "tests"], [[k or "(no reason given)", str(v)] for k, v in reasons.most_common()]))
+    return sec
+
+
+def _perf_section(perf: dict) -> Section:
+    sec = Section("Performance A/B")
+    if "cases" not in perf:
+        sec.blocks.append(f"Not run: {perf.get('skipped', 'unknown reason')}.")
+        return sec
+    sec.blocks.append(
+        f"{perf['rounds']} rounds; each round runs the benchmarks once per side in fresh processes, alternating "
+        "which side goes first. Values are seconds per unit (lower is better); ratio = patched/stock per round, "
+        "median over rounds with min-max and interquartile spread. Gate (single-thread cases): "
+        f"{perf['gate'][0]}-{perf['gate'][1]}.")
+    if perf.get("costs"):
+        sec.blocks.append([f"{k}: documented cost: {v}" for k, v in perf["costs"].items()])
+    rows, classes = [], []
+    for c in perf["cases"]:
+        sp = c.get("spread") or {}
+        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
+        rows.append([c["case"], c["description"], c["unit"], _num(med(c["stock"])), _num(med(c["patched"])),
+                     "-" if c["ratio"] is None else f"{c['ratio']:.3f}",
+                     f"{sp['min']:.3f}-{sp['max']:.3f}" if sp else "-",
+                     f"{sp['p25']:.3f}-{sp['p75']:.3f}" if sp else "-", c["gate"],
+                     "; ".join(c.get("errors", []))[:200] or "-"])
+        classes.append(_cls(c["gate"]))
+    sec.blocks.append(Table(["case", "what", "unit", "stock", "patched", "ratio", "min-max", "IQR", "gate", "errors"],
+                            rows, classes))
+    sec.blocks.append(("img", "perf.png", "patched/stock ratio per round and median, with the gate band"))
+    return sec
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if x >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x / 1e-9:.3g} ns"
+
+
+# ---------------------------------------------------------------- renderers
+
+def to_markdown(title: str, sections: list[Section], images: set[str]) -> str:
+    out = [f"# {title}", ""]
+    for sec in sections:
+        out += [f"## {sec.title}", ""]
+        for b in sec.blocks:
+            if isinstance(b, str):
+                out += [b, ""]
+            elif isinstance(b, list):
+                out += [f"- {item}" for item in b] + [""]
+            elif isinstance(b, Table):
+                out.append("| " + " | ".join(b.headers) + " |")
+                out.append("|" + "---|" * len(b.headers))
+                for r in b.rows:
+                    out.append("| " + " | ".join(_md_cell(c) for c in r) + " |")
+                out.append("")
+            elif isinstance(b, tuple) and b[0] == "img" and b[1] in images:
+                out += [f"![{b[2]}]({b[1]})", ""]
+    return "\n".join(out)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top}th{background:#f3f3f3}
+tr.good td{background:#e6f4e6}tr.bad td{background:#fbe3e3}tr.warn td{background:#fff6dc}img{max-width:100%}"""
+
+
+def to_html(title: str, sections: list[Section], images: set[str]) -> str:
+    e = html.escape
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style></head><body>",
+           f"<h1>{e(title)}</h1>"]
+    for sec in sections:
+        out.append(f"<h2>{e(sec.title)}</h2>")
+        for b in sec.blocks:
+            if isinstance(b, str):
+                text = e(b)
+                while "**" in text:  # the one markdown emphasis the model uses
+                    text = text.replace("**", "<b>", 1).replace("**", "</b>", 1)
+                out.append(f"<p>{text}</p>")
+            elif isinstance(b, list):
+                out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in b) + "</ul>")
+            elif isinstance(b, Table):
+                out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in b.headers) + "</tr>")
+                for i, r in enumerate(b.rows):
+                    cls = b.classes[i] if i < len(b.classes) else ""
+                    out.append(f"<tr class='{cls}'>" + "".join(f"<td>{e(str(c))}</td>" for c in r) + "</tr>")
+                out.append("</table>")
+            elif isinstance(b, tuple) and b[0] == "img" and b[1] in images:
+                out.append(f"<p><img src='{e(b[1])}' alt='{e(b[2])}'></p>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- plots
+
+def write_plots(summary: dict, out_dir: Path) -> tuple[set[str], str]:
+    """perf.png and crash.png with matplotlib (the `validate` extra). Returns (files written, note)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return set(), "plots not drawn: matplotlib is not installed (pip install 'mlx-fork[validate]')"
+    written: set[str] = set()
+    perf = summary.get("perf", {})
+    cases = [c for c in perf.get("cases", []) if c.get("ratios")]
+    if cases:
+        fig, ax = plt.subplots(figsize=(8, 0.8 + 0.7 * len(cases)))
+        lo, hi = perf.get("gate", [0.98, 1.02])
+        ax.axvspan(lo, hi, color="#d8f0d8", label=f"gate {lo}-{hi}")
+        ax.axvline(1.0, color="#888", lw=0.8)
+        for i, c in enumerate(cases):
+            ax.scatter(c["ratios"], [i] * len(c["ratios"]), s=14, color="#4477aa", alpha=0.7,
+                       label="per round" if i == 0 else None)
+            ax.scatter([c["ratio"]], [i], marker="|", s=400, color="#cc3311", label="median" if i == 0 else None)
+        ax.set_yticks(range(len(cases)), [c["case"] for c in cases])
+        ax.set_xlabel("patched / stock time (lower is faster)")
+        ax.set_title(f"Performance A/B, {summary['base']} {summary['platform']}")
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "perf.png", dpi=110)
+        plt.close(fig)
+        written.add("perf.png")
+    pairs = [(s, st, pt) for s, st, pt in crash_pairs(summary.get("crash", {})) if st and pt]
+    if pairs:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        width = 0.38
+        for j, (side, color) in enumerate((("stock", "#cc6677"), ("patched", "#117733"))):
+            xs, ys, errs = [], [], [[], []]
+            for i, (s, st, pt) in enumerate(pairs):
+                t = st if side == "stock" else pt
+                rate = t["bad_rate"] or 0.0
+                xs.append(i + (j - 0.5) * width)
+                ys.append(rate)
+                errs[0].append(rate - t["bad_rate_95"][0])
+                errs[1].append(t["bad_rate_95"][1] - rate)
+            ax.bar(xs, ys, width, yerr=errs, capsize=3, color=color, label=side)
+        ax.set_xticks(range(len(pairs)), [s["class"] for s, _, _ in pairs])
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("bad-run rate (95% Wilson)")
+        ax.set_title("Crash reproducers: runs with an unacceptable outcome")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / "crash.png", dpi=110)
+        plt.close(fig)
+        written.add("crash.png")
+    return written, ""
+
+
+def write_report(summary: dict, out_dir: Path, plots: bool = True) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, note = write_plots(summary, out_dir) if plots else (set(), "plots not drawn")
+    if note:
+        summary.setdefault("notes", []).append(note)
+    title, sections = build_document(summary)
+    files = [out_dir / "summary.json", out_dir / "summary.md", out_dir / "index.html"]
+    files[0].write_text(json.dumps(summary, indent=1, sort_keys=True), encoding="utf-8")
+    files[1].write_text(to_markdown(title, sections, images), encoding="utf-8")
+    files[2].write_text(to_html(title, sections, images), encoding="utf-8")
+    return files + [out_dir / i for i in sorted(images)]

@@ -1,0 +1,148 @@
+"""Microbenchmarks for the performance A/B, run with one side's interpreter.
+
+Usage: python bench.py [--cases a,b,...] [--scale S]
+Prints one JSON object: {case: {"value": seconds per unit, "unit": ..., "samples": [...]}}.
+Each case warms up, then times several batches and reports the fastest batch
+(seconds per unit of work): on a shared machine other processes only ever add
+time, so the minimum is the least disturbed estimate (as timeit advises).
+Lower is better for every case. Standard library + mlx only.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+
+import mlx.core as mx
+
+
+def timed_batches(fn, batches, warmup=1):
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        units = fn()
+        samples.append((time.perf_counter() - t0) / units)
+    return samples
+
+
+def case_dispatch(scale):
+    """Latency of evaluating one tiny op: graph build + schedule + eval overhead."""
+    a = mx.array([1.0, 2.0, 3.0])
+    b = mx.array([0.5, 0.5, 0.5])
+    mx.eval(a, b)
+    n = max(1, int(2000 * scale))
+
+    def fn():
+        for _ in range(n):
+            mx.eval(a + b)
+        return n
+
+    return "s/op", timed_batches(fn, 9)
+
+
+def case_graph_eval(scale):
+    """One eval of a mid-size graph (~200 nodes of elementwise ops and small matmuls)."""
+    mx.random.seed(0)
+    x = mx.random.normal(shape=(256, 256))
+    w = mx.random.normal(shape=(256, 256)) * 0.05
+    mx.eval(x, w)
+    n = max(1, int(2 * scale))
+
+    def build():
+        y = x
+        for i in range(40):
+            y = mx.tanh(y) * 0.9 + mx.sin(y) * 0.1
+            y = y + mx.exp(-mx.abs(y))
+            if i % 4 == 0:
+                y = y @ w
+        return y.sum()
+
+    def fn():
+        for _ in range(n):
+            mx.eval(build())
+        return n
+
+    return "s/graph", timed_batches(fn, 5)
+
+
+def case_matmul(scale):
+    """A 512x512 float32 matmul (BLAS-bound: a patch should not change it)."""
+    mx.random.seed(1)
+    a = mx.random.normal(shape=(512, 512))
+    b = mx.random.normal(shape=(512, 512))
+    mx.eval(a, b)
+    n = max(1, int(4 * scale))
+
+    def fn():
+        for _ in range(n):
+            mx.eval(a @ b)
+        return n
+
+    return "s/matmul", timed_batches(fn, 5)
+
+
+def case_threads(scale, threads=4):
+    """Throughput of `threads` Python threads, each evaluating small graphs on its own CPU stream."""
+    streams = [mx.new_stream(mx.cpu) for _ in range(threads)]
+    inputs = []
+    for s in streams:  # first use of each stream on one thread (stock registers streams unlocked)
+        with mx.stream(s):
+            x = mx.random.normal(shape=(64, 64), key=mx.random.key(len(inputs)))
+            mx.eval((x @ x).sum())
+        inputs.append(x)
+    n = max(1, int(50 * scale))
+    errors = []
+
+    def work(i):
+        try:
+            with mx.stream(streams[i]):
+                x = inputs[i]
+                for _ in range(n):
+                    mx.eval((mx.tanh(x @ x) + 1).sum())
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    def fn():
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if errors:
+            raise RuntimeError(errors[0])
+        return n * threads
+
+    return "s/eval", timed_batches(fn, 3)
+
+
+CASES = {
+    "dispatch": case_dispatch,
+    "graph_eval": case_graph_eval,
+    "matmul": case_matmul,
+    "threads_streams": case_threads,
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--scale", type=float, default=1.0)
+    args = parser.parse_args()
+    out = {}
+    for name in args.cases.split(","):
+        try:
+            unit, samples = CASES[name](args.scale)
+            out[name] = {"unit": unit, "value": min(samples), "median": statistics.median(samples),
+                         "samples": samples}
+        except Exception as exc:
+            out[name] = {"error": repr(exc)}
+    sys.stdout.write(json.dumps(out) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The two sides of a comparison: isolated venvs that differ only in the MLX wheels.
+
+stock    PyPI `mlx==V` + `mlx-cpu==V` (downloaded once into the work dir)
+patched  the same stock frontend + the patched backend wheel from wheels/
+         (or a patched frontend too, when wheels/ has one: full packaging)
+
+Both sides get the same numpy wheel from the same directory, and install with
+`--no-index` from local files only, so nothing but the MLX wheels differs.
+Venvs are reused while the set of installed wheel files (by sha256) is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import MlxForkError
+from ..proc import run, say
+
+BACKEND_DIST = "mlx_cpu"  # Linux CPU backend wheel; the only backend that runs here
+FRONTEND_DIST = "mlx"
+
+
+def platform_tag() -> str:
+    """Names report directories: reports/<base>-<platform>."""
+    machine = platform.machine().lower() or "unknown"
+    return f"{sys.platform}-{machine}"
+
+
+@dataclass(frozen=True)
+class Side:
+    name: str  # "stock" or "patched"
+    python: Path  # the venv's interpreter (never resolved: that would leave the venv)
+    venv: Path
+    wheels: tuple[str, ...]  # wheel file names installed
+    probe: dict = field(default_factory=dict)  # what the interpreter reports (see PROBE)
+
+    @property
+    def mlx_version(self) -> str:
+        return str(self.probe.get("mlx_version", "?"))
+
+    @property
+    def libmlx_sha256(self) -> str:
+        return str(self.probe.get("libmlx_sha256", ""))
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["python"] = str(self.python)
+        data["venv"] = str(self.venv)
+        return data
+
+
+# Run inside a side's venv: proves which MLX is loaded and from where.
+PROBE = r"""
+import hashlib, json, os, sys
+from importlib import metadata
+import mlx.core as mx
+lib_dir = os.path.join(os.path.dirname(mx.__file__), "lib")
+lib = next((os.path.join(lib_dir, n) for n in sorted(os.listdir(lib_dir)) if n.startswith("libmlx.")), "")
+digest = hashlib.sha256(open(lib, "rb").read()).hexdigest() if lib else ""
+def gguf_works():
+    # MLX built with MLX_BUILD_GGUF=OFF raises from save_gguf.
+    import tempfile
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            mx.save_gguf(os.path.join(d, "t.gguf"), {"x": mx.ones((2,))})
+        return True
+    except Exception:
+        return False
+def version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+print(json.dumps({
+    "python": sys.version.split()[0],
+    "mlx_version": mx.__version__,
+    "mlx": version("mlx"), "mlx_cpu": version("mlx-cpu"), "numpy": version("numpy"),
+    "libmlx_sha256": digest,
+    "default_device": str(mx.default_device()),
+    "gguf": gguf_works(),
+}))
+"""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _wheel_version(path: Path) -> str:
+    # {dist}-{version}(-{build})?-{py}-{abi}-{plat}.whl
+    return path.name.split("-")[1]
+
+
+def _is_release(version: str, wanted: str) -> bool:
+    """`0.31.1` and `0.31.1+fork.3` both are release 0.31.1."""
+    return version.split("+", 1)[0] == wanted
+
+
+def _compatible(path: Path) -> bool:
+    """Rough platform filter: this interpreter and Linux x86_64/aarch64 or pure wheels."""
+    parts = path.name[:-4].split("-")
+    py, plat = parts[-3], parts[-1]
+    cp = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    if py not in (cp, "py3"):
+        return False
+    return plat == "any" or platform.machine() in plat
+
+
+def stock_wheel_dir(work: Path, version: str) -> Path:
+    """Download (once) the stock wheels and the shared numpy into the work dir."""
+    dest = work / "stock-wheels" / version
+    want = [f"{FRONTEND_DIST}-{version}-", f"{BACKEND_DIST}-{version}-", "numpy-"]
+    have = [p.name for p in dest.glob("*.whl")] if dest.is_dir() else []
+    if all(any(n.startswith(w) for n in have) for w in want):
+        return dest
+    say(f"downloading stock mlx=={version} mlx-cpu=={version} and numpy from PyPI into {dest}")
+    dest.mkdir(parents=True, exist_ok=True)
+    run(
+        [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+         "--no-deps", "-d", str(dest), f"mlx=={version}", f"mlx-cpu=={version}", "numpy<3"],
+        step="download stock wheels", log=work / "logs" / "stock-download.log",
+    )
+    return dest
+
+
+def find_patched_wheels(wheels: Path, version: str) -> tuple[Path, Path | None]:
+    """(backend wheel, frontend wheel or None) of release `version` in `wheels` (searched recursively).
+
+    Several builds of one release: the newest file wins (it is what `mlx-fork build` just wrote).
+    """
+    if not wheels.is_dir():
+        raise MlxForkError(
+            f"no wheel directory {wheels}",
+            hint="run `mlx-fork build --base B` first, or pass --wheels DIR",
+        )
+
+    def pick(dist: str) -> Path | None:
+        found = [
+            p for p in wheels.rglob(f"{dist}-*.whl")
+            if _is_release(_wheel_version(p), version) and _compatible(p)
+        ]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+    backend = pick(BACKEND_DIST)
+    if backend is None:
+        raise MlxForkError(
+            f"no {BACKEND_DIST} wheel of release {version} for this platform under {wheels}",
+            hint="run `mlx-fork build --base B` (it writes wheels/), or pass --wheels DIR",
+        )
+    return backend, pick(FRONTEND_DIST)
+
+
+def _requirement_files(stock_dir: Path, version: str) -> tuple[Path, Path, Path]:
+    def one(prefix: str) -> Path:
+        found = sorted(p for p in stock_dir.glob(f"{prefix}*.whl") if _compatible(p))
+        if not found:
+            raise MlxForkError(f"no {prefix}*.whl for this interpreter in {stock_dir}")
+        return found[-1]
+
+    return one(f"{FRONTEND_DIST}-{version}-"), one(f"{BACKEND_DIST}-{version}-"), one("numpy-")
+
+
+def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh: bool = False) -> Side:
+    """Create (or reuse) a venv with exactly these wheels installed, then probe it."""
+    stamp = venv / "mlx-fork-wheels.json"
+    wanted = sorted(f"{p.name} {sha256_file(p)}" for p in wheel_files)
+    python = venv / "bin" / "python"
+    reuse = (
+        not fresh and python.exists() and stamp.is_file()
+        and json.loads(stamp.read_text(encoding="utf-8")) == wanted
+    )
+    if not reuse:
+        if venv.exists():
+            shutil.rmtree(venv)
+        say(f"{name}: creating venv {venv}")
+        run([sys.executable, "-m", "venv", str(venv)], step=f"create {name} venv")
+        run(
+            [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-index", "--no-deps",
+             *[str(p) for p in wheel_files]],
+            step=f"install wheels into the {name} venv", log=work / "logs" / f"venv-{name}.log",
+        )
+        stamp.write_text(json.dumps(wanted), encoding="utf-8")
+    proc = run([str(python), "-c", PROBE], step=f"import mlx in the {name} venv", check=False)
+    if proc.returncode != 0:
+        raise MlxForkError(
+            f"{name} venv cannot import mlx.core (exit {proc.returncode})",
+            hint=(proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else None,
+        )
+    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Side(name, python, venv, tuple(p.name for p in wheel_files), probe)
+
+
+def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = False,
+                  stock_only: bool = False) -> tuple[Side, Side, list[str]]:
+    """Both sides plus warnings for the report (e.g. 'patched side runs stock wheels')."""
+    notes: list[str] = []
+    stock_dir = stock_wheel_dir(work, version)
+    frontend, backend, numpy = _requirement_files(stock_dir, version)
+    stock = make_side("stock", work / "venv-stock", [frontend, backend, numpy], work, fresh)
+    if stock_only or wheels is None:
+        notes.append("patched side uses the stock PyPI wheels (no patched wheels given): a stock-vs-stock run")
+        p_backend, p_frontend = backend, None
+    else:
+        p_backend, p_frontend = find_patched_wheels(wheels, version)
+    patched = make_side("patched", work / "venv-patched", [p_frontend or frontend, p_backend, numpy], work, fresh)
+    if patched.libmlx_sha256 and patched.libmlx_sha256 == stock.libmlx_sha256:
+        notes.append("patched side loads the same libmlx as stock (identical sha256): results compare stock with itself")
+    elif "+" not in patched.mlx_version:
+        notes.append(f"patched libmlx reports version {patched.mlx_version} without a local label")
+    return stock, patched, notes
