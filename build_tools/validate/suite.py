@@ -34,6 +34,7 @@ CAPABILITY_SKIPS: dict[str, tuple[tuple[str, ...], str]] = {
 
 @dataclass
 class TestOutcome:
+    __test__ = False  # not a pytest test class
     outcome: str  # pass | fail | error | skip | expected-failure | unexpected-success | crash
     message: str = ""
     seconds: float = 0.0

@@ -1,0 +1,91 @@
+"""Choosing the wheels of each side, the perf A/B bookkeeping, and the CLI wiring (no MLX, no network)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from build_tools.cli import make_parser
+from build_tools.errors import MlxForkError
+from build_tools.validate import perf, venvs
+
+
+def touch(d: Path, name: str, age: float = 0.0) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / name
+    p.write_bytes(b"")
+    t = time.time() - age
+    os.utime(p, (t, t))
+    return p
+
+
+def test_patched_backend_is_the_newest_build_of_the_same_release(tmp_path):
+    touch(tmp_path, "mlx_cpu-0.31.1+fork.1-py3-none-manylinux_2_35_x86_64.whl", age=100)
+    newest = touch(tmp_path / "sub", "mlx_cpu-0.31.1+fork.2-py3-none-manylinux_2_35_x86_64.whl")
+    touch(tmp_path, "mlx_cpu-0.32.1+fork.9-py3-none-manylinux_2_35_x86_64.whl")
+    touch(tmp_path, "mlx_cpu-0.31.1+fork.3-py3-none-macosx_14_0_arm64.whl")
+    backend, frontend = venvs.find_patched_wheels(tmp_path, "0.31.1")
+    assert backend == newest and frontend is None
+
+
+def test_a_patched_frontend_is_used_when_present(tmp_path):
+    touch(tmp_path, "mlx_cpu-0.31.1+fork.1-py3-none-manylinux_2_35_x86_64.whl")
+    import sys
+    cp = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    front = touch(tmp_path, f"mlx-0.31.1+fork.1-{cp}-{cp}-manylinux_2_35_x86_64.whl")
+    touch(tmp_path, "mlx-0.31.1+fork.1-cp27-cp27-manylinux_2_35_x86_64.whl")
+    assert venvs.find_patched_wheels(tmp_path, "0.31.1")[1] == front
+
+
+def test_missing_patched_wheels_are_a_clear_error(tmp_path):
+    with pytest.raises(MlxForkError, match="no mlx_cpu wheel of release 0.31.1"):
+        venvs.find_patched_wheels(tmp_path, "0.31.1")
+    with pytest.raises(MlxForkError, match="no wheel directory"):
+        venvs.find_patched_wheels(tmp_path / "absent", "0.31.1")
+
+
+def test_release_matching_ignores_only_the_local_label():
+    assert venvs._is_release("0.31.1+fork.2", "0.31.1")
+    assert venvs._is_release("0.31.1", "0.31.1")
+    assert not venvs._is_release("0.31.10", "0.31.1")
+
+
+def test_perf_rounds_alternate_which_side_goes_first(monkeypatch):
+    calls: list[str] = []
+    timing = {"stock": 1.0, "patched": 1.1}
+
+    def fake(python, cases, scale, timeout):
+        calls.append(str(python))
+        return {c: {"unit": "s", "value": timing[str(python)]} for c in cases}
+
+    monkeypatch.setattr(perf, "_bench_once", fake)
+    results = perf.run_ab([("stock", Path("stock")), ("patched", Path("patched"))], rounds=4,
+                          cases=("dispatch", "threads_streams"))
+    assert calls == ["stock", "patched", "patched", "stock"] * 2
+    dispatch = results[0]
+    assert dispatch.ratios == pytest.approx([1.1] * 4)
+    assert dispatch.gate(False) == "fail" and results[1].gate(False) == "not-gated"
+
+
+def test_perf_records_failed_rounds_instead_of_ratios(monkeypatch):
+    def fake(python, cases, scale, timeout):
+        if str(python) == "patched":
+            return {c: {"error": "exit status -11"} for c in cases}
+        return {c: {"unit": "s", "value": 1.0} for c in cases}
+
+    monkeypatch.setattr(perf, "_bench_once", fake)
+    (res,) = perf.run_ab([("stock", Path("stock")), ("patched", Path("patched"))], rounds=2, cases=("matmul",))
+    assert res.ratios == [] and len(res.errors) == 2 and res.gate(False) == "no-data"
+
+
+def test_cli_has_the_validate_command_with_its_options():
+    args = make_parser().parse_args(
+        ["validate", "--base", "v0.31.1", "--quick", "--runs", "3", "--wheels", "w", "--skip", "perf",
+         "--report-dir", "r"])
+    assert args.mode == "quick" and args.runs == 3 and args.wheels == Path("w") and args.skip == ["perf"]
+    assert make_parser().parse_args(["validate", "--thorough"]).mode == "thorough"
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["validate", "--quick", "--thorough"])
