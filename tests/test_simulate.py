@@ -1,0 +1,120 @@
+"""Hermetic tests of `mlx-fork simulate`'s pieces (no MLX build): statistics, run
+classification, the report, and how the Metal backend is added to MLX's CPU compile plan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from build_tools import simulate
+from build_tools.bases import parse_base
+from build_tools.cli import make_parser
+
+
+def test_wilson_bounds() -> None:
+    lo, hi = simulate.wilson(0, 100)
+    assert lo == 0.0 and 0.03 < hi < 0.04  # 0/100: the failure rate is below ~3.7%
+    lo, hi = simulate.wilson(100, 100)
+    assert 0.96 < lo < 0.97 and hi == 1.0
+    lo, hi = simulate.wilson(50, 100)
+    assert lo < 0.5 < hi and abs((0.5 - lo) - (hi - 0.5)) < 1e-9
+
+
+@pytest.mark.parametrize(
+    ("rc", "out", "err", "ok", "kind"),
+    [
+        (0, "SCENARIO PASS\n", "", True, "pass"),
+        (0, "no verdict\n", "", False, "exit-0"),
+        (-6, "", "libc++abi: terminating due to uncaught exception of type std::runtime_error: "
+                 "[METAL] Command buffer execution failed: Invalid Resource (00000009:...)", False,
+         "invalid-resource"),
+        (-6, "", "libc++abi: terminating due to uncaught exception of type std::runtime_error: "
+                 "[METAL] Command buffer execution failed: Insufficient Memory", False, "terminate"),
+        (-6, "", "metal-sim: FATAL: -[MTLCommandBuffer addCompletedHandler:]: Completed handler provided "
+                 "after commit call", False, "sim-abort"),
+        (1, "SCENARIO FAIL: not reported\n", "", False, "fail"),
+        (-11, "", "", False, "signal-SIGSEGV"),
+        (None, "", "", False, "timeout"),
+        (0, "SCENARIO PASS\n", "WARNING: ThreadSanitizer: data race", False, "tsan"),
+    ],
+)
+def test_classify(rc: int | None, out: str, err: str, ok: bool, kind: str) -> None:
+    got_ok, got_kind, _ = simulate.classify(rc, out, err)
+    assert (got_ok, got_kind) == (ok, kind)
+
+
+def _base(tmp_path: Path):
+    return parse_base(
+        {"base": {"version": "0.31.1", "tag": "v0.31.1", "commit": "a" * 40, "tree": "b" * 40,
+                  "archive_url": "https://example.invalid/x.tar.gz", "build_stage_env": "stage"}},
+        tmp_path / "v0.31.1",
+    )
+
+
+def test_report_marks_red_to_green(tmp_path: Path) -> None:
+    scen = simulate.get_scenarios(["failed_command_buffer", "cache_trim"])
+    cells = [
+        simulate.Cell("pristine", "failed_command_buffer", runs=100, failures=100, kinds={"terminate": 100}),
+        simulate.Cell("patched", "failed_command_buffer", runs=100, failures=0),
+        simulate.Cell("pristine", "cache_trim", runs=100, failures=0),
+        simulate.Cell("patched", "cache_trim", runs=100, failures=0),
+    ]
+    json_path, md_path = simulate.write_report(_base(tmp_path), cells, {"pristine": "p", "patched": "q"},
+                                               tmp_path / "out", scen)
+    data = json.loads(json_path.read_text())
+    rows = {r["scenario"]: r for r in data["scenarios"]}
+    assert rows["failed_command_buffer"]["red_to_green"] is True
+    assert rows["cache_trim"]["red_to_green"] is False  # green on pristine proves nothing
+    assert rows["failed_command_buffer"]["cells"]["pristine"]["wilson95"][0] > 0.96
+    md = md_path.read_text()
+    assert "**red** 100/100" in md and "**green** 0/100" in md
+    assert "no numerics" in md
+
+
+def test_unknown_scenario_is_an_error() -> None:
+    with pytest.raises(Exception, match="unknown scenario"):
+        simulate.get_scenarios(["nope"])
+
+
+def test_every_scenario_source_exists() -> None:
+    for s in simulate.SCENARIOS:
+        assert (simulate.SCENARIO_DIR / s.source).is_file(), s.source
+
+
+def test_plan_adds_metal_backend_and_drops_cpu_only_stubs(tmp_path: Path) -> None:
+    tree = tmp_path / "mlx-src"
+    (tree / "mlx/backend/metal/jit").mkdir(parents=True)
+    (tree / "mlx/backend/gpu").mkdir(parents=True)
+    (tree / "mlx/backend/no_gpu").mkdir(parents=True)
+    for f in ("mlx/array.cpp", "mlx/backend/no_gpu/eval.cpp", "mlx/backend/metal/no_metal.cpp",
+              "mlx/backend/metal/eval.cpp", "mlx/backend/metal/jit_kernels.cpp",
+              "mlx/backend/metal/nojit_kernels.cpp", *simulate.GPU_SOURCES):
+        (tree / f).write_text("")
+    (tree / "mlx/backend/metal/jit/includes.h").write_text(
+        "namespace mlx::core::metal {\nconst char* utils();\nconst char* gemm();\n}\n")
+    commands = [
+        {"file": str(tree / f), "command": f"clang++ -DX -I{tree} -O3 -g -o out.o -c {tree / f}"}
+        for f in ("mlx/array.cpp", "mlx/backend/no_gpu/eval.cpp", "mlx/backend/metal/no_metal.cpp")
+    ]
+    build = tmp_path / "build"
+    units, libs = simulate.plan_units(tree, build, commands, tmp_path / "metal-cpp", None)
+    names = {u.source.name if "gen" in str(u.source) else str(u.source.relative_to(tree)) for u in units}
+    assert "mlx/array.cpp" in names
+    assert "mlx/backend/metal/eval.cpp" in names and "mlx/backend/metal/nojit_kernels.cpp" in names
+    assert "mlx/backend/no_gpu/eval.cpp" not in names and "mlx/backend/metal/no_metal.cpp" not in names
+    assert "mlx/backend/metal/jit_kernels.cpp" not in names
+    assert "metal_jit_sources.cpp" in names
+    stub = (build / "gen" / "metal_jit_sources.cpp").read_text()
+    assert 'const char* utils() { return ""; }' in stub and 'const char* gemm() { return ""; }' in stub
+    array_unit = next(u for u in units if u.source == tree / "mlx/array.cpp")
+    assert "-O3" not in array_unit.args and "-O1" in array_unit.args and "-o" not in array_unit.args
+    metal_unit = next(u for u in units if u.source.name == "eval.cpp")
+    assert f"-I{simulate.metal_sim.INCLUDE_DIR}" in metal_unit.args and "-fblocks" in metal_unit.args
+    assert "-lblas" in libs
+
+
+def test_cli_registers_simulate() -> None:
+    args = make_parser().parse_args(["simulate", "--base", "v0.31.1", "--runs", "7", "--scenario", "cache_trim"])
+    assert args.runs == 7 and args.scenario == ["cache_trim"] and args.func is simulate._cmd_simulate
