@@ -187,8 +187,14 @@ def validate(opts: ValidateOptions) -> dict:
             "comparison": {"summary": cmp.summary(), "rows": [r.__dict__ for r in cmp.rows]},
         }
 
-    # 3. upstream Python suite
-    summary["suite"] = _run_upstream_suite(opts, base, work, stock, patched, data_dir)
+    # 3. upstream Python suite (needs the pinned tree)
+    tree, tree_note = _pinned_tree(opts, base, work)
+    if "suite" in opts.skip:
+        summary["suite"] = {"skipped": "--skip suite"}
+    elif tree is None:
+        summary["suite"] = {"skipped": tree_note}
+    else:
+        summary["suite"] = _run_upstream_suite(tree, work, stock, patched, data_dir)
 
     # 4. performance A/B
     if "perf" in opts.skip:
@@ -203,9 +209,15 @@ def validate(opts: ValidateOptions) -> dict:
             "cases": [c.to_json(documented) for c in cases],
         }
 
-    # 5. C++ doctest suite
-    summary["cxx"] = {"status": "not-done",
-                      "reason": "the C++ doctest comparison is not implemented in this version of mlx-fork"}
+    # 5. C++ doctest suite (heavy: a libmlx + tests build)
+    if "cxx" in opts.skip:
+        summary["cxx"] = {"status": "skipped", "reason": "--skip cxx"}
+    elif opts.mode == "quick":
+        summary["cxx"] = {"status": "skipped", "reason": "quick mode (the C++ tests need a full MLX build)"}
+    elif tree is None:
+        summary["cxx"] = {"status": "skipped", "reason": tree_note}
+    else:
+        summary["cxx"] = _run_cxx_suite(base, tree, work, stock, patched, patches, data_dir)
 
     summary["gates"] = report.gates(summary)
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -214,24 +226,29 @@ def validate(opts: ValidateOptions) -> dict:
     return summary
 
 
-def _run_upstream_suite(opts: ValidateOptions, base, work: Path, stock, patched, data_dir: Path) -> dict:
-    from . import suite
+def _pinned_tree(opts: ValidateOptions, base, work: Path):
+    """(verified pristine tree or None, why not). Quick mode never downloads."""
     from ..source import prepare_source
 
-    if "suite" in opts.skip:
-        return {"skipped": "--skip suite"}
+    if {"suite", "cxx"} <= opts.skip:
+        return None, "not needed"
     source = opts.source or source_from_env()
     if source is None and opts.mode == "quick":
-        return {"skipped": "quick mode without --source or MLX_FORK_SOURCE (no download in CI quick mode)"}
+        return None, "quick mode without --source or MLX_FORK_SOURCE (no download in CI quick mode)"
     try:
-        tree = prepare_source(base, source, work.parent)
+        return prepare_source(base, source, work.parent), ""
     except MlxForkError as exc:
-        return {"skipped": f"pinned tree not available: {exc.message}"}
+        return None, f"pinned tree not available: {exc.message}"
+
+
+def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dict:
+    from . import suite
+
     skips = suite.capability_skips({"stock": stock.probe, "patched": patched.probe})
     runs = {}
     for side in (stock, patched):
         tests = suite.copy_tests(tree.path, work / f"tests-{side.name}")
-        say(f"upstream Python suite on {side.name} (about 2 min on 2 cores)")
+        say(f"upstream Python suite on {side.name} (about 2 min on 2 idle cores)")
         run = suite.run_suite(side.python, side.name, tests, work / f"suite-{side.name}.jsonl", skips,
                               log=work / "logs" / f"suite-{side.name}.log")
         say(f"  {side.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(run.counts().items()))
@@ -240,7 +257,7 @@ def _run_upstream_suite(opts: ValidateOptions, base, work: Path, stock, patched,
         runs[side.name] = run
     cmp = suite.compare(runs["stock"], runs["patched"])
     return {
-        "tree": {"commit": tree.commit, "origin": "source" if source else "archive"},
+        "tree": {"commit": tree.commit},
         "capability_skips": skips,
         "stock": {k: v for k, v in runs["stock"].to_json().items() if k != "results"},
         "patched": {k: v for k, v in runs["patched"].to_json().items() if k != "results"},
@@ -249,4 +266,46 @@ def _run_upstream_suite(opts: ValidateOptions, base, work: Path, stock, patched,
             "rows": [r.__dict__ for r in cmp.rows if r.status != "same"],
             "skipped": [r.__dict__ for r in cmp.rows if r.stock == "skip" and r.status == "same"],
         },
+    }
+
+
+def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Path) -> dict:
+    """Build the doctest binary from the patched tree once; run it against each side's libmlx."""
+    from . import cxx, suite
+    from ..build import sync_tree
+    from ..patchqueue import apply_series
+    from ..series import load_series
+
+    try:
+        queue = work / "cxx-queue"
+        if queue.exists():
+            import shutil
+
+            shutil.rmtree(queue)
+        apply_series(load_series(base), tree.path, queue)
+        # A stable source dir whose unchanged files keep their mtimes: rebuilds stay incremental.
+        sync_tree(queue, work / "cxx-src")
+        binary = cxx.build_tests(base, work / "cxx-src", work)
+    except MlxForkError as exc:
+        say(f"C++ tests not built: {exc}")
+        return {"status": "not-run", "reason": f"build failed: {exc.message}", "hint": exc.hint or ""}
+    runs = {}
+    for side in (stock, patched):
+        say(f"C++ doctest suite against the {side.name} libmlx")
+        run = cxx.run_tests(binary, cxx.side_lib_dir(side.venv), side.name, work / f"cxx-{side.name}.xml")
+        say(f"  {side.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(run.counts().items())))
+        (data_dir / f"cxx-{side.name}.json").write_text(json.dumps(run.to_json(), indent=1), encoding="utf-8")
+        runs[side.name] = run
+    cmp = suite.compare(runs["stock"], runs["patched"])
+    public = [p.name for p in patches if getattr(p, "public_headers", False)]
+    return {
+        "status": "done",
+        "gate": ("pass" if cmp.parity else "fail"),
+        "note": ("one test binary built from the patched tree, run with each side's libmlx"
+                 + (f"; patches change public headers ({', '.join(public)}): the stock run is indicative only"
+                    if public else "")),
+        "stock": {k: v for k, v in runs["stock"].to_json().items() if k != "results"},
+        "patched": {k: v for k, v in runs["patched"].to_json().items() if k != "results"},
+        "comparison": {"summary": cmp.summary(), "parity": cmp.parity,
+                       "rows": [r.__dict__ for r in cmp.rows if r.status != "same"]},
     }

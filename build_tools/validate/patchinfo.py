@@ -16,6 +16,7 @@ class PatchInfo:
     backends: tuple[str, ...]
     verified: tuple[str, ...]
     cost: str  # the patch's own statement of a performance cost ("" = none claimed)
+    public_headers: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -32,6 +33,7 @@ def _from_headers(name: str, headers: dict[str, str]) -> PatchInfo:
         backends=_split(headers.get("Backends", "")),
         verified=_split(headers.get("Verified", "")),
         cost=headers.get("Cost", "").strip(),
+        public_headers=headers.get("Public-Headers", "").strip().lower() == "yes",
     )
 
 

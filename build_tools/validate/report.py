@@ -46,7 +46,9 @@ def gates(summary: dict) -> dict[str, str]:
             out["perf"] = NOT_RUN
     else:
         out["perf"] = NOT_RUN
-    out["cxx"] = NOT_DONE if summary.get("cxx", {}).get("status") == "not-done" else summary.get("cxx", {}).get("gate", NOT_RUN)
+    cxx = summary.get("cxx", {})
+    out["cxx"] = cxx.get("gate", NOT_RUN) if cxx.get("status") == "done" else (
+        NOT_DONE if cxx.get("status") == "not-done" else NOT_RUN)
     return out
 
 
@@ -144,10 +146,7 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
     secs.append(_checks_section(summary.get("checks", {})))
     secs.append(_suite_section(summary.get("suite", {})))
     secs.append(_perf_section(summary.get("perf", {})))
-    cxx = Section("Upstream C++ suite (doctest)")
-    c = summary.get("cxx", {})
-    cxx.blocks.append(f"Status: {c.get('status', 'not run')}. {c.get('reason', '')}")
-    secs.append(cxx)
+    secs.append(_cxx_section(summary.get("cxx", {})))
     return title, secs
 
 
@@ -234,6 +233,28 @@ def _suite_section(suite: dict) -> Section:
     if reasons:
         sec.blocks.append("Tests that cannot run here (skipped identically on both sides), by reason:")
         sec.blocks.append(Table(["reason", "tests"], [[k or "(no reason given)", str(v)] for k, v in reasons.most_common()]))
+    return sec
+
+
+def _cxx_section(c: dict) -> Section:
+    sec = Section("Upstream C++ suite (doctest)")
+    if c.get("status") != "done":
+        sec.blocks.append(f"Status: {c.get('status', 'not run')}. {c.get('reason', '')} {c.get('hint', '')}".strip())
+        return sec
+    sec.blocks.append(c.get("note", ""))
+    rows = []
+    for side in ("stock", "patched"):
+        counts = c[side]["counts"]
+        rows.append([side, str(sum(counts.values())), *(str(counts.get(k, 0)) for k in ("pass", "fail", "error", "crash")),
+                     f"{c[side]['seconds']} s"])
+    sec.blocks.append(Table(["side", "test cases", "pass", "fail", "error", "crash", "time"], rows))
+    comp = c["comparison"]
+    sec.blocks.append("Comparison: " + ", ".join(f"{k} {v}" for k, v in sorted(comp["summary"].items()))
+                      + f". Parity: {'yes' if comp['parity'] else 'NO'}.")
+    if comp["rows"]:
+        sec.blocks.append(Table(["test", "stock", "patched", "status", "note"],
+                                [[r["test"], r["stock"], r["patched"], r["status"], r["note"][:200]] for r in comp["rows"]],
+                                [_cls(r["status"]) for r in comp["rows"]]))
     return sec
 
 

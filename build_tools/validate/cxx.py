@@ -1,0 +1,115 @@
+"""Upstream C++ doctest suite: built once from the patched tree, run against each side's libmlx.
+
+The `tests` binary links libmlx dynamically (BUILD_SHARED_LIBS=ON) through a
+RUNPATH, so LD_LIBRARY_PATH pointing at a side's `mlx/lib` makes the same
+binary exercise that side's library: one build, a like-for-like A/B of the
+libraries. That is sound while no patch changes a public header (the binary is
+compiled against the patched headers); with Public-Headers: yes patches the
+stock run is reported but not trusted for parity.
+
+Outcomes come from doctest's JUnit reporter; a binary killed by a signal
+leaves no XML and is recorded as one crashed pseudo-test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from ..bases import BasePin
+from ..errors import MlxForkError
+from ..proc import say
+from .suite import SuiteRun, TestOutcome
+
+NINJA_TARGET = "tests"
+
+
+def build_tests(base: BasePin, tree: Path, work: Path) -> Path:
+    """Configure + build the doctest binary for `tree` (heavy: holds MLX_FORK_BUILD_LOCK if set)."""
+    from ..build import ccache_env, cmake_args_for, configure, ninja
+    from ..deps import DepsRequest, provision
+    from ..profiles import get_profile
+
+    profile = get_profile("linux-cpu")
+    deps = provision(base, profile, work / "cxx-deps", DepsRequest(tests=True), work=work)
+    args = [a for a in cmake_args_for(base, profile, deps, base.version)
+            if not a.startswith("-DMLX_BUILD_TESTS=")] + ["-DMLX_BUILD_TESTS=ON"]
+    build = work / "cxx-build"
+    env = {**ccache_env(work), **profile.env}
+    logs = work / "logs"
+    say(f"C++ tests: configure {build}")
+    configure(tree, build, args, logs / "cxx-configure.log", env)
+    say("C++ tests: ninja tests (libmlx + the doctest binary; about 10 min cold on 2 cores)")
+    ninja(build, NINJA_TARGET, logs / "cxx-compile.log", env)
+    binary = build / "tests" / "tests"
+    if not binary.is_file():
+        raise MlxForkError(f"C++ test build finished but {binary} is missing")
+    return binary
+
+
+def side_lib_dir(venv: Path) -> Path:
+    found = sorted(venv.glob("lib/python3*/site-packages/mlx/lib"))
+    if not found:
+        raise MlxForkError(f"no mlx/lib in {venv}")
+    return found[0]
+
+
+def parse_junit(text: str, side: str) -> SuiteRun:
+    run = SuiteRun(side=side, finished=True)
+    root = ET.fromstring(text)
+    for case in root.iter("testcase"):
+        name = case.get("name", "?")
+        file = case.get("classname", "")
+        key = f"{Path(file).name}::{name}" if file else name
+        failure = case.find("failure")
+        error = case.find("error")
+        skipped = case.find("skipped")
+        if error is not None:
+            out = TestOutcome("error", (error.get("message") or "") + "\n" + (error.text or ""))
+        elif failure is not None:
+            out = TestOutcome("fail", (failure.get("message") or "") + "\n" + (failure.text or ""))
+        elif skipped is not None:
+            out = TestOutcome("skip", skipped.get("message") or "")
+        else:
+            out = TestOutcome("pass")
+        out.seconds = float(case.get("time", "0") or 0)
+        if key in run.results and run.results[key].outcome != "pass":
+            continue  # doctest repeats a case per subcase; keep the first failure
+        run.results[key] = out
+    run.total = len(run.results)
+    return run
+
+
+def run_tests(binary: Path, lib_dir: Path, side: str, out_xml: Path, timeout: float = 900.0) -> SuiteRun:
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = str(lib_dir) + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    started = time.monotonic()
+    out_xml.unlink(missing_ok=True)
+    proc = subprocess.Popen([str(binary), "--reporters=junit", f"--out={out_xml}", "--no-path-filenames"],
+                            cwd=binary.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    timed_out = False
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+        timed_out = True
+    text = out_xml.read_text(encoding="utf-8", errors="replace") if out_xml.exists() else ""
+    try:
+        run = parse_junit(text, side) if text.strip() else None
+    except ET.ParseError:
+        run = None
+    if run is None or proc.returncode < 0 or timed_out:
+        run = run or SuiteRun(side=side)
+        what = "hang" if timed_out else "crash"
+        why = "timed out" if timed_out else f"exit status {proc.returncode}: {(err or '').strip()[-300:]}"
+        run.results["<doctest binary>"] = TestOutcome(what, why)
+        run.finished = False
+    run.returncode = proc.returncode
+    run.seconds = time.monotonic() - started
+    return run
