@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from build_tools.validate import crash
-from build_tools.validate.crash import (CRASH, HANG, MARKER, OK, PYEXC, SILENT, WRONG, ClassTally, RunResult,
-                                        Scenario, classify)
+from build_tools.validate.crash import (CRASH, HANG, MARKER, OK, PYEXC, SILENT, UNEXPECTED, WRONG, ClassTally,
+                                        RunResult, Scenario, classify)
 
 
 def line(outcome: str, detail: str = "") -> str:
@@ -39,7 +39,17 @@ def test_exit_without_result_is_silent_unless_a_traceback_or_shell_signal_explai
     assert classify(0, "", "", False).outcome == SILENT
     assert classify(3, "", "", False).outcome == SILENT
     r = classify(1, "", "Traceback (most recent call last):\n  ...\nImportError: no mlx\n", False)
-    assert r.outcome == PYEXC and "ImportError" in r.detail
+    assert r.outcome == UNEXPECTED and "ImportError" in r.detail
+
+
+def test_only_the_exception_a_scenario_expects_counts_as_python_exception():
+    expected = MARKER + json.dumps({"outcome": PYEXC, "detail": "RuntimeError: x", "expected": True}) + "\n"
+    unexpected = MARKER + json.dumps({"outcome": PYEXC, "detail": "RuntimeError: no Stream", "expected": False})
+    assert classify(0, expected, "", False).outcome == PYEXC
+    assert classify(0, unexpected + "\n", "", False).outcome == UNEXPECTED
+    t = ClassTally("shared_eval", "C", "patched", acceptable=(OK, PYEXC))
+    t.add(classify(0, unexpected, "", False))
+    assert not t.green
     r = classify(139, "", "", False)
     assert r.outcome == CRASH and r.signal == "SIGSEGV"
 
@@ -125,5 +135,7 @@ def test_every_crash_class_has_a_scenario_program_that_compiles():
         assert "from _harness import" in source, s.name
         assert s.acceptable <= set(crash.OUTCOMES)
     assert crash.scenario_by_name("G").name == "xerbla_exit"
+    oom = crash.scenario_by_name("E")
+    assert crash.applies_here(oom, "linux") and not crash.applies_here(oom, "darwin")
     with pytest.raises(KeyError):
         crash.scenario_by_name("nope")

@@ -166,6 +166,10 @@ def validate(opts: ValidateOptions) -> dict:
         summary["crash"] = {"skipped": "--skip crash"}
     else:
         chosen = [crash.scenario_by_name(n) for n in opts.scenarios] if opts.scenarios else list(crash.SCENARIOS)
+        not_here = [s for s in chosen if not crash.applies_here(s)]
+        chosen = [s for s in chosen if crash.applies_here(s)]
+        for s in not_here:
+            notes.append(f"crash class {s.crash_class} ({s.name}) does not apply on this platform")
         say(f"crash reproducers: {len(chosen)} classes x {opts.crash_runs} runs x 2 sides")
         tallies = crash.run_suite(sides, chosen, opts.crash_runs, progress=say)
         summary["crash"] = {

@@ -4,7 +4,8 @@ Every scenario (scenarios/*.py) runs N times per side, each time in a fresh
 interpreter of that side's venv with a timeout. A run is classified as:
 
   ok                the scenario finished and its result is right
-  python-exception  an ordinary Python exception reached Python
+  python-exception  the ordinary, catchable Python exception the scenario expects for its error
+  unexpected-exception  any other Python exception (setup failure, an error a thread class must not raise)
   wrong-result      it finished but the values differ from a one-thread reference
   crash             killed by a signal (SIGSEGV, SIGABRT, SIGBUS, ...)
   hang              still running at the timeout (then killed)
@@ -38,7 +39,8 @@ WRONG = "wrong-result"
 CRASH = "crash"
 HANG = "hang"
 SILENT = "silent-exit"
-OUTCOMES: tuple[str, ...] = (OK, PYEXC, WRONG, CRASH, HANG, SILENT)
+UNEXPECTED = "unexpected-exception"
+OUTCOMES: tuple[str, ...] = (OK, PYEXC, UNEXPECTED, WRONG, CRASH, HANG, SILENT)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Scenario:
     acceptable: frozenset[str]
     timeout: float = 60.0  # seconds; a healthy run takes 1-3 s here
     path: Path | None = None  # default: scenarios/<name>.py
+    platforms: tuple[str, ...] = ()  # sys.platform prefixes it applies to; empty = all
 
     @property
     def script(self) -> Path:
@@ -68,8 +71,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              "per-stream locks (graph evaluation)", _ONLY_OK),
     Scenario("shared_input_streams", "D", "threads share a lazy input across their own streams",
              "per-stream locks", _ONLY_OK),
+    # RLIMIT_AS and /proc/self/status: Linux only (macOS does not enforce RLIMIT_AS).
     Scenario("oom_alloc", "E", "an allocation fails (address space capped below the array size)",
-             "graceful out-of-memory", _ERRORS_OK),
+             "graceful out-of-memory", _ERRORS_OK, platforms=("linux",)),
     Scenario("memory_limit", "F", "mx.set_memory_limit honoured by the CPU allocator",
              "graceful out-of-memory", _ERRORS_OK),
     # A healthy run finishes in about a second; the stock failure mode is a hang,
@@ -79,6 +83,13 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("thread_random_exit", "H", "Python threads that used mx.random exit before the interpreter",
              "frontend thread-local state (0.32.x)", _ONLY_OK),
 )
+
+
+def applies_here(scenario: Scenario, platform: str | None = None) -> bool:
+    import sys
+
+    plat = platform or sys.platform
+    return not scenario.platforms or any(plat.startswith(p) for p in scenario.platforms)
 
 
 def scenario_by_name(name: str) -> Scenario:
@@ -154,7 +165,9 @@ def _classify(returncode: int | None, stdout: str, stderr: str, timed_out: bool,
     if payload is not None:
         outcome = str(payload.get("outcome", ""))
         detail = str(payload.get("detail", ""))
-        if outcome not in (OK, PYEXC, WRONG):
+        if outcome == PYEXC and payload.get("expected") is False:
+            outcome = UNEXPECTED
+        if outcome not in (OK, PYEXC, WRONG, UNEXPECTED):
             return RunResult(WRONG, f"scenario reported unknown outcome {outcome!r}", returncode, None, seconds, tail)
         if returncode != 0:
             # Reported, then died with an error status (e.g. abort in an atexit
@@ -165,7 +178,7 @@ def _classify(returncode: int | None, stdout: str, stderr: str, timed_out: bool,
         name = _signal_name(returncode - 128)
         return RunResult(CRASH, f"exit status {returncode} ({name} via a shell)", returncode, name, seconds, tail)
     if "Traceback (most recent call last)" in stderr:
-        return RunResult(PYEXC, "uncaught: " + (tail.splitlines()[-1] if tail else ""), returncode, None, seconds, tail)
+        return RunResult(UNEXPECTED, "uncaught: " + (tail.splitlines()[-1] if tail else ""), returncode, None, seconds, tail)
     return RunResult(SILENT, f"exited with status {returncode} without reporting a result", returncode, None, seconds, tail)
 
 

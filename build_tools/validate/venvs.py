@@ -1,6 +1,6 @@
 """The two sides of a comparison: isolated venvs that differ only in the MLX wheels.
 
-stock    PyPI `mlx==V` + `mlx-cpu==V` (downloaded once into the work dir)
+stock    PyPI `mlx==V` + `mlx-cpu==V` (`mlx-metal==V` on macOS), downloaded once into the work dir
 patched  the same stock frontend + the patched backend wheel from wheels/
          (or a patched frontend too, when wheels/ has one: full packaging)
 
@@ -22,8 +22,11 @@ from pathlib import Path
 from ..errors import MlxForkError
 from ..proc import run, say
 
-BACKEND_DIST = "mlx_cpu"  # Linux CPU backend wheel; the only backend that runs here
 FRONTEND_DIST = "mlx"
+# The backend wheel a plain install resolves to on this machine: mlx-metal on macOS,
+# mlx-cpu on Linux (CUDA wheels need a GPU to validate and are not handled here).
+BACKEND_DIST = "mlx_metal" if sys.platform == "darwin" else "mlx_cpu"
+BACKEND_REQ = BACKEND_DIST.replace("_", "-")
 
 
 def platform_tag() -> str:
@@ -80,7 +83,8 @@ def version(dist):
 print(json.dumps({
     "python": sys.version.split()[0],
     "mlx_version": mx.__version__,
-    "mlx": version("mlx"), "mlx_cpu": version("mlx-cpu"), "numpy": version("numpy"),
+    "mlx": version("mlx"), "mlx_cpu": version("mlx-cpu"), "mlx_metal": version("mlx-metal"),
+    "numpy": version("numpy"),
     "libmlx_sha256": digest,
     "default_device": str(mx.default_device()),
     "gguf": gguf_works(),
@@ -123,11 +127,11 @@ def stock_wheel_dir(work: Path, version: str) -> Path:
     have = [p.name for p in dest.glob("*.whl")] if dest.is_dir() else []
     if all(any(n.startswith(w) for n in have) for w in want):
         return dest
-    say(f"downloading stock mlx=={version} mlx-cpu=={version} and numpy from PyPI into {dest}")
+    say(f"downloading stock mlx=={version} {BACKEND_REQ}=={version} and numpy from PyPI into {dest}")
     dest.mkdir(parents=True, exist_ok=True)
     run(
         [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-         "--no-deps", "-d", str(dest), f"mlx=={version}", f"mlx-cpu=={version}", "numpy<3"],
+         "--no-deps", "-d", str(dest), f"mlx=={version}", f"{BACKEND_REQ}=={version}", "numpy<3"],
         step="download stock wheels", log=work / "logs" / "stock-download.log",
     )
     return dest
