@@ -1,0 +1,619 @@
+"""Stage 7: a venvstacks framework layer that carries the patched MLX wheels.
+
+`mlx-fork stack` writes (or updates) a venvstacks stack specification,
+`venvstacks.toml`, with a framework layer `mlx` whose requirements pin the
+patched backend wheel from wheels/ by its full local version
+(`mlx-cpu==0.31.1+fork.N.h...`), next to the frontend `mlx==0.31.1` (stock, or
+ours after a --full build). Because the pin names a version only our wheel has,
+venvstacks' own lock (`uv pip compile --generate-hashes` with wheels/ as
+--local-wheels) can only resolve it to that wheel and records its sha256; the
+layer is then installed from the lock with hash checking, like any other layer.
+
+With --lock, --build and --export it also drives venvstacks, checks that the
+layer lock records exactly the sha256 of the wheel in wheels/, and that the
+exported layer's Python loads the patched libmlx: `mx.__version__` carries the
+label, the libmlx mapped into the process is the one inside the exported layer,
+its sha256 is the one in the provenance file `mlx/lib/mlx-fork.json`, and that
+provenance equals the wheel's.
+
+venvstacks makes the runtime layer from a python-build-standalone download.
+Where that cannot be fetched, `--seed-runtime PREFIX` copies a local CPython
+installation into the runtime layer's build environment instead, so locking,
+building and exporting the framework layer can still be exercised; such a
+runtime layer is a stand-in and must not be published.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from .bases import load_base
+from .errors import MlxForkError
+from .paths import PRIMARY_BASE, project_root, wheels_dir
+from .proc import say
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROVENANCE = "mlx/lib/mlx-fork.json"
+FRONTEND = "mlx"
+BACKENDS: dict[str, tuple[str, ...]] = {
+    # venvstacks target platform -> backend distributions that can serve it
+    "linux_x86_64": ("mlx-cpu", "mlx-cuda-12", "mlx-cuda-13"),
+    "linux_aarch64": ("mlx-cpu", "mlx-cuda-12", "mlx-cuda-13"),
+    "macosx_arm64": ("mlx-metal",),
+}
+DEFAULT_LAYER = "mlx"
+SPEC_NAME = "venvstacks.toml"
+GENERATED_BY = "# Framework layer `{layer}` written by `mlx-fork stack`; rerun it after a new build."
+
+
+# ---------------------------------------------------------------- wheels
+
+@dataclass(frozen=True)
+class PatchedWheel:
+    path: Path
+    dist: str  # canonical name: mlx-cpu, mlx-metal, mlx-cuda-12, mlx (frontend)
+    version: Version
+    platform_tag: str  # last wheel tag, e.g. manylinux_2_35_x86_64
+    sha256: str
+
+    @property
+    def target(self) -> str:
+        """The venvstacks target platform this wheel installs on."""
+        return venvstacks_platform(self.platform_tag)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.dist}=={self.version}"
+
+
+def venvstacks_platform(platform_tag: str) -> str:
+    if platform_tag.startswith("macosx_") and platform_tag.endswith("_arm64"):
+        return "macosx_arm64"
+    for arch in ("x86_64", "aarch64"):
+        if platform_tag.endswith(f"_{arch}") and ("linux" in platform_tag):
+            return f"linux_{arch}"
+    raise MlxForkError(f"no venvstacks target platform for wheel platform {platform_tag!r}")
+
+
+def host_platform() -> str:
+    """The venvstacks target platform of this machine (venvstacks only builds for the host)."""
+    import platform as _platform
+
+    machine = _platform.machine().lower()
+    if sys.platform == "darwin" and machine == "arm64":
+        return "macosx_arm64"
+    if sys.platform.startswith("linux") and machine in ("x86_64", "aarch64"):
+        return f"linux_{machine}"
+    raise MlxForkError(f"venvstacks layers with MLX are made on Linux x86_64/aarch64 or macOS arm64, not {sys.platform}/{machine}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _parse_wheel(path: Path) -> tuple[str, Version, str]:
+    from packaging.utils import parse_wheel_filename
+
+    name, version, _build, _tags = parse_wheel_filename(path.name)
+    return str(canonicalize_name(name)), version, path.name[:-4].split("-")[-1]
+
+
+def read_provenance(wheel: Path) -> dict | None:
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            return json.loads(zf.read(PROVENANCE))
+        except KeyError:
+            return None
+
+
+def patched_wheels(directory: Path, base_version: str) -> list[PatchedWheel]:
+    """Wheels in `directory` of this MLX version that carry a local label (ours), newest first."""
+    found: list[tuple[float, PatchedWheel]] = []
+    for path in directory.glob("*.whl"):
+        try:
+            dist, version, platform_tag = _parse_wheel(path)
+        except Exception:
+            continue
+        if version.public != base_version or not version.local:
+            continue
+        if dist != FRONTEND and dist not in {d for ds in BACKENDS.values() for d in ds}:
+            continue
+        found.append((path.stat().st_mtime, PatchedWheel(path, dist, version, platform_tag, sha256_file(path))))
+    found.sort(key=lambda item: (-item[0], item[1].path.name))
+    return [wheel for _, wheel in found]
+
+
+def _macos_target(platform_tag: str) -> tuple[int, int]:
+    match = re.match(r"macosx_(\d+)_(\d+)_", platform_tag)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def choose_backend(wheels: list[PatchedWheel], target: str, backend: str | None) -> PatchedWheel:
+    """The patched backend wheel for `target` (newest build; on macOS the lowest deployment target)."""
+    wanted = (str(canonicalize_name(backend)),) if backend else BACKENDS[target]
+    candidates = [w for w in wheels if w.dist in wanted and w.target == target]
+    if not candidates:
+        have = ", ".join(sorted({f"{w.dist} ({w.target})" for w in wheels if w.dist != FRONTEND})) or "none"
+        raise MlxForkError(
+            f"no patched {'/'.join(wanted)} wheel for {target} in wheels/ (patched backend wheels there: {have})",
+            hint="run `mlx-fork build` first (on the machine the layer is for), or pass --wheels DIR",
+        )
+    if backend is None:
+        # One backend per layer: the first kind in preference order that exists.
+        for dist in wanted:
+            if any(w.dist == dist for w in candidates):
+                candidates = [w for w in candidates if w.dist == dist]
+                break
+    newest_version = candidates[0].version  # list is newest first
+    same = [w for w in candidates if w.version == newest_version]
+    # A macOS wheel built for 14.0 runs on every later macOS; prefer the widest reach.
+    return min(same, key=lambda w: _macos_target(w.platform_tag))
+
+
+def choose_frontend(wheels: list[PatchedWheel], backend: PatchedWheel) -> PatchedWheel | None:
+    """Our frontend wheel with the backend's label (a --full build), if there is one."""
+    for wheel in wheels:
+        if wheel.dist == FRONTEND and wheel.version == backend.version and wheel.target == backend.target:
+            return wheel
+    return None
+
+
+# ---------------------------------------------------------------- spec
+
+@dataclass
+class LayerPlan:
+    base: str
+    layer: str
+    runtime_name: str
+    python_implementation: str
+    target: str
+    backend: PatchedWheel
+    frontend: PatchedWheel | None
+
+    @property
+    def framework_env(self) -> str:
+        return f"framework-{self.layer}"
+
+    @property
+    def requirements(self) -> list[str]:
+        front = self.frontend.requirement if self.frontend else f"{FRONTEND}=={self.backend.version.public}"
+        return [front, self.backend.requirement]
+
+
+def default_python_implementation() -> str:
+    """cpython@<this interpreter's X.Y>.<newest patch release python-build-standalone has>."""
+    major, minor = sys.version_info[:2]
+    micro = sys.version_info[2]
+    try:
+        from pbs_installer._versions import PYTHON_VERSIONS  # venvstacks' own download table
+
+        micros = [v.micro for v in PYTHON_VERSIONS
+                  if v.implementation == "cpython" and (v.major, v.minor) == (major, minor)
+                  and not getattr(v, "freethreaded", False)]
+        if micros:
+            micro = max(micros)
+    except Exception:  # table layout is private to pbs_installer; fall back to this interpreter
+        pass
+    return f"cpython@{major}.{minor}.{micro}"
+
+
+def _runtime_name(python_implementation: str) -> str:
+    version = python_implementation.partition("@")[2]
+    return "cpython-" + ".".join(version.split(".")[:2])
+
+
+def plan_layer(
+    base: str,
+    wheels: Path,
+    *,
+    layer: str = DEFAULT_LAYER,
+    target: str | None = None,
+    backend: str | None = None,
+    python_implementation: str | None = None,
+    existing: dict | None = None,
+) -> LayerPlan:
+    pin = load_base(base)
+    found = patched_wheels(wheels, pin.version)
+    target = target or host_platform()
+    chosen = choose_backend(found, target, backend)
+    runtime_name, implementation = None, python_implementation
+    if existing and implementation is None:
+        # Keep the runtime the existing framework layer already uses.
+        for fw in existing.get("frameworks", []):
+            if fw.get("name") == layer and fw.get("runtime"):
+                runtime_name = fw["runtime"]
+        for rt in existing.get("runtimes", []):
+            if rt.get("name") == runtime_name:
+                implementation = rt.get("python_implementation") or rt.get("fully_versioned_name")
+    implementation = implementation or default_python_implementation()
+    return LayerPlan(
+        base=base,
+        layer=layer,
+        runtime_name=runtime_name or _runtime_name(implementation),
+        python_implementation=implementation,
+        target=target,
+        backend=chosen,
+        frontend=choose_frontend(found, chosen),
+    )
+
+
+def merge_spec(existing: dict, plan: LayerPlan) -> dict:
+    """`existing` with our runtime and framework layer added or replaced; other layers kept."""
+    spec = {key: list(value) if isinstance(value, list) else value for key, value in existing.items()}
+    runtimes = [dict(rt) for rt in spec.get("runtimes", [])]
+    frameworks = [dict(fw) for fw in spec.get("frameworks", [])]
+    runtime = next((rt for rt in runtimes if rt.get("name") == plan.runtime_name), None)
+    if runtime is None:
+        runtime = {"name": plan.runtime_name, "python_implementation": plan.python_implementation,
+                   "requirements": []}
+        runtimes.append(runtime)
+    platforms = set(runtime.get("platforms", [])) | {plan.target}
+    runtime["platforms"] = sorted(platforms)
+    layer = {
+        "name": plan.layer,
+        "runtime": plan.runtime_name,
+        "requirements": plan.requirements,
+        "platforms": [plan.target],
+    }
+    frameworks = [fw for fw in frameworks if fw.get("name") != plan.layer] + [layer]
+    spec["runtimes"] = runtimes
+    spec["frameworks"] = frameworks
+    return spec
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list) and all(not isinstance(v, dict) for v in value):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise MlxForkError(f"cannot write {value!r} to {SPEC_NAME}")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def dump_spec(spec: dict, plan: LayerPlan, wheels_rel: str) -> str:
+    """TOML text: plain keys first, then [[runtimes]], [[frameworks]], [[applications]] (and any other arrays of tables)."""
+    lines = [
+        GENERATED_BY.format(layer=plan.layer),
+        "# The patched wheels come from a local wheel directory, so lock and build with:",
+        f"#   venvstacks lock {SPEC_NAME} --local-wheels {wheels_rel}",
+        f"#   venvstacks build {SPEC_NAME} --local-wheels {wheels_rel}",
+        "# Other layers in this file are kept as they are when mlx-fork updates it (comments are not).",
+        "",
+    ]
+    tables = {k: v for k, v in spec.items() if isinstance(v, list) and v and all(isinstance(i, dict) for i in v)}
+    for key, value in spec.items():
+        if key not in tables:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    ordered = [k for k in ("runtimes", "frameworks", "applications") if k in tables]
+    ordered += [k for k in tables if k not in ordered]
+    for key in ordered:
+        for table in tables[key]:
+            lines.append(f"[[{_toml_key(key)}]]")
+            for name, value in table.items():
+                lines.append(f"{_toml_key(name)} = {_toml_value(value)}")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_spec(spec_path: Path, plan: LayerPlan, wheels: Path) -> dict:
+    existing: dict = {}
+    if spec_path.is_file():
+        try:
+            existing = tomllib.loads(spec_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise MlxForkError(f"{spec_path}: not valid TOML: {exc}") from exc
+    spec = merge_spec(existing, plan)
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = spec_path.with_name(spec_path.name + ".tmp")
+    tmp.write_text(dump_spec(spec, plan, _relpath(wheels, spec_path.parent)), encoding="utf-8")
+    tmp.replace(spec_path)
+    return spec
+
+
+def _relpath(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), start.resolve())
+    except ValueError:  # other drive
+        return str(path.resolve())
+
+
+# ---------------------------------------------------------------- venvstacks
+
+def venvstacks_command() -> list[str]:
+    # venvstacks runs its tools as `python -Im uv`, so it needs an environment of
+    # its own (PYTHONPATH is ignored): MLX_FORK_VENVSTACKS names its executable.
+    exe = os.environ.get("MLX_FORK_VENVSTACKS") or shutil.which("venvstacks")
+    if exe:
+        return [exe]
+    try:
+        import venvstacks  # noqa: F401
+    except ImportError:
+        raise MlxForkError(
+            "venvstacks is not installed",
+            hint='pip install venvstacks "pdm[locked]"  (pdm[locked] pins hishel/unearth versions pdm works with)',
+        ) from None
+    return [sys.executable, "-m", "venvstacks"]
+
+
+def run_venvstacks(args: list[str], spec_dir: Path, log: Path) -> None:
+    cmd = venvstacks_command() + args
+    say(f"running {' '.join(['venvstacks', *args])}")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=spec_dir, stdout=fh, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "COLUMNS": "200"})
+    if proc.returncode != 0:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        raise MlxForkError(f"venvstacks {args[0]} failed (exit {proc.returncode})", hint=diagnose_venvstacks(text, log))
+
+
+def diagnose_venvstacks(log_text: str, log: Path) -> str:
+    """The cause of a venvstacks failure in one line, for the failures we know."""
+    if "python-build-standalone" in log_text or ("pbs_installer" in log_text and "ConnectError" in log_text):
+        url = re.search(r"https://github\.com/astral-sh/python-build-standalone/\S+?\.tar\.gz", log_text)
+        return ("the runtime layer downloads a python-build-standalone build"
+                f"{' (' + url.group(0) + ')' if url else ''}, which this machine cannot fetch; "
+                "use --seed-runtime PREFIX to build the framework layer against a local CPython "
+                f"(stand-in runtime, not for publishing). Log: {log}")
+    if "SyncSqliteStorage" in log_text or "super(type, obj)" in log_text:
+        return f'pdm is installed with hishel/unearth versions it does not work with: pip install "pdm[locked]". Log: {log}'
+    tail = [line for line in log_text.splitlines() if line.strip() and not line.startswith(("│", "╭", "╰"))][-5:]
+    return "; ".join(tail) + f" (log: {log})"
+
+
+def seed_runtime(spec_dir: Path, plan: LayerPlan, prefix: Path, build_dir: str = "_build") -> Path | None:
+    """Copy a local CPython installation into the runtime layer's build environment (stand-in runtime)."""
+    env_path = spec_dir / build_dir / plan.runtime_name
+    if (env_path / "bin" / "python3").exists():
+        return None
+    version = plan.python_implementation.partition("@")[2]
+    minor = ".".join(version.split(".")[:2])
+    stdlib = prefix / "lib" / f"python{minor}"
+    if not (prefix / "bin" / "python3").exists() or not stdlib.is_dir():
+        raise MlxForkError(
+            f"{prefix} is not a CPython {minor} installation prefix (needs bin/python3 and lib/python{minor})",
+            hint="pass the prefix of a relocatable CPython build, e.g. a pyenv or python-build-standalone install",
+        )
+    if prefix.resolve() == Path("/usr"):
+        raise MlxForkError("refusing to copy /usr as a runtime layer", hint="use a self-contained CPython prefix")
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        here = Path(directory)
+        skipped = {"__pycache__"} & set(names)
+        if here == stdlib:
+            skipped |= {"test", "idlelib", "turtledemo"} & set(names)
+        if here == stdlib / "site-packages":
+            skipped |= set(names)  # the runtime layer starts empty, like a fresh python-build-standalone
+        return skipped
+
+    env_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(prefix, env_path, symlinks=True, ignore=ignore)
+    say(f"seeded the runtime layer {plan.runtime_name} from {prefix} (a stand-in: do not publish this stack)")
+    return env_path
+
+
+def lock_file(spec_dir: Path, plan: LayerPlan) -> Path:
+    env = plan.framework_env
+    return spec_dir / "requirements" / env / f"requirements-{env}-{plan.target}.txt"
+
+
+def locked_hashes(lock_text: str) -> dict[str, tuple[str, set[str]]]:
+    """Lock file (pip requirements with --hash) -> {dist: (version, {sha256, ...})}."""
+    joined = re.sub(r"\\\n\s*", " ", lock_text)
+    result: dict[str, tuple[str, set[str]]] = {}
+    for line in joined.splitlines():
+        match = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)(.*)$", line.strip())
+        if not match:
+            continue
+        hashes = set(re.findall(r"--hash=sha256:([0-9a-f]{64})", match.group(3)))
+        result[str(canonicalize_name(match.group(1)))] = (match.group(2), hashes)
+    return result
+
+
+def check_lock(spec_dir: Path, plan: LayerPlan) -> list[str]:
+    """Problems with the layer lock: our wheels must be pinned to exactly their own sha256."""
+    path = lock_file(spec_dir, plan)
+    if not path.is_file():
+        return [f"{path} was not written"]
+    locked = locked_hashes(path.read_text(encoding="utf-8"))
+    problems = []
+    for wheel in filter(None, (plan.backend, plan.frontend)):
+        entry = locked.get(wheel.dist)
+        if entry is None:
+            problems.append(f"{wheel.dist} is not in {path.name}")
+            continue
+        version, hashes = entry
+        if Version(version) != wheel.version:
+            problems.append(f"{wheel.dist}: locked {version}, wheels/ has {wheel.version}")
+        if hashes != {wheel.sha256}:
+            problems.append(f"{wheel.dist}: lock hashes {sorted(hashes)} != sha256 of {wheel.path.name} ({wheel.sha256})")
+    return problems
+
+
+PROBE = r"""
+import ctypes, hashlib, json, os, sys
+import mlx.core as mx
+loaded = None
+if sys.platform == "darwin":
+    dyld = ctypes.CDLL(None)
+    dyld._dyld_get_image_name.restype = ctypes.c_char_p
+    for i in range(dyld._dyld_image_count()):
+        name = dyld._dyld_get_image_name(i).decode()
+        if os.path.basename(name).startswith("libmlx."):
+            loaded = name
+            break
+else:
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 6 and os.path.basename(parts[-1]).startswith("libmlx."):
+                loaded = parts[-1]
+                break
+prov = None
+for entry in sys.path:
+    candidate = os.path.join(entry, "mlx", "lib", "mlx-fork.json")
+    if os.path.isfile(candidate):
+        prov = candidate
+        break
+print(json.dumps({
+    "version": mx.__version__,
+    "loaded": os.path.realpath(loaded) if loaded else None,
+    "loaded_sha256": hashlib.sha256(open(loaded, "rb").read()).hexdigest() if loaded else None,
+    "provenance_path": os.path.realpath(prov) if prov else None,
+    "provenance": json.load(open(prov)) if prov else None,
+    "sum": (mx.array([1.0, 2.0, 3.0]) * 2 + 1).sum().item(),
+}))
+"""
+
+
+@dataclass
+class LayerCheck:
+    probe: dict = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def layer_python(export_dir: Path, plan: LayerPlan) -> Path:
+    for name in ("bin/python", "bin/python3", "python.exe", "Scripts/python.exe"):
+        candidate = export_dir / plan.framework_env / name
+        if candidate.exists():
+            return candidate
+    raise MlxForkError(f"no Python in the exported layer {export_dir / plan.framework_env}",
+                       hint="did `venvstacks local-export` run?")
+
+
+def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
+    """Run the exported framework layer's Python and prove it loads the patched libmlx."""
+    python = layer_python(export_dir, plan)
+    proc = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, timeout=300)
+    check = LayerCheck()
+    if proc.returncode != 0:
+        check.problems.append(f"import mlx.core in the exported layer failed (exit {proc.returncode}): "
+                              + (proc.stderr.strip().splitlines() or ["no output"])[-1])
+        return check
+    check.probe = probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = read_provenance(plan.backend.path)
+    layer_root = (export_dir / plan.framework_env).resolve()
+    if expected is None:
+        check.problems.append(f"{plan.backend.path.name} has no {PROVENANCE}: not an mlx-fork wheel")
+        return check
+    if probe["version"] != expected.get("version") or probe["version"] != str(plan.backend.version):
+        check.problems.append(f"mx.__version__ is {probe['version']!r}; the wheel is {plan.backend.version} "
+                              f"(provenance {expected.get('version')!r}): the loaded libmlx is not the patched one")
+    loaded = probe.get("loaded")
+    if not loaded or not Path(loaded).is_relative_to(layer_root):
+        check.problems.append(f"the loaded libmlx {loaded!r} is not inside the exported layer {layer_root}")
+    want_sha = expected.get("outputs", {}).get("libmlx_sha256")
+    if probe.get("loaded_sha256") != want_sha:
+        check.problems.append(f"loaded libmlx sha256 {probe.get('loaded_sha256')} != provenance {want_sha}")
+    if probe.get("provenance") != expected:
+        check.problems.append("the layer's mlx/lib/mlx-fork.json differs from the wheel's")
+    elif probe.get("provenance_path") and not Path(probe["provenance_path"]).is_relative_to(layer_root):
+        check.problems.append(f"provenance {probe['provenance_path']} is not inside the exported layer")
+    if probe.get("sum") != 15.0:
+        check.problems.append(f"(a*2+1).sum() of [1,2,3] gave {probe.get('sum')}, not 15.0")
+    return check
+
+
+# ---------------------------------------------------------------- CLI
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stack",
+        help="write/update a venvstacks framework layer with the patched wheels; optionally lock, build, export, check",
+        description="Write (or update) a venvstacks stack specification whose framework layer pins the patched "
+        "MLX wheels from wheels/ by their local version, so venvstacks' lock records their sha256. "
+        "--lock/--build/--export run venvstacks and check the lock hashes and the exported layer.",
+    )
+    p.add_argument("--base", default=PRIMARY_BASE, help=f"pinned base (default {PRIMARY_BASE})")
+    p.add_argument("--dir", type=Path, default=None, help="directory of venvstacks.toml (default: stack/)")
+    p.add_argument("--wheels", type=Path, default=None, help="wheel directory (default: wheels/)")
+    p.add_argument("--layer", default=DEFAULT_LAYER, help=f"framework layer name (default {DEFAULT_LAYER})")
+    p.add_argument("--backend", default=None, help="backend distribution (default: mlx-metal on macOS, mlx-cpu on Linux)")
+    p.add_argument("--python", dest="python_implementation", default=None,
+                   help="runtime, e.g. cpython@3.11.13 (default: kept from the file, else this Python's X.Y)")
+    p.add_argument("--lock", action="store_true", help="run `venvstacks lock` and check the recorded hashes")
+    p.add_argument("--build", action="store_true", help="also run `venvstacks build` (implies --lock)")
+    p.add_argument("--export", type=Path, default=None, metavar="DIR",
+                   help="also `venvstacks local-export` to DIR and check the layer loads the patched libmlx (implies --build)")
+    p.add_argument("--no-index", action="store_true", help="resolve from the wheel directory only (no PyPI)")
+    p.add_argument("--seed-runtime", type=Path, default=None, metavar="PREFIX",
+                   help="offline testing: copy this CPython prefix as the runtime layer instead of downloading "
+                   "python-build-standalone (the result is a stand-in, not for publishing)")
+    p.set_defaults(func=_cmd_stack)
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    spec_dir = (args.dir or project_root() / "stack").resolve()
+    spec_path = spec_dir / SPEC_NAME
+    wheels = (args.wheels or wheels_dir()).resolve()
+    if not wheels.is_dir():
+        raise MlxForkError(f"{wheels} does not exist", hint="run `mlx-fork build` first")
+    existing = tomllib.loads(spec_path.read_text(encoding="utf-8")) if spec_path.is_file() else None
+    plan = plan_layer(args.base, wheels, layer=args.layer, backend=args.backend,
+                      python_implementation=args.python_implementation, existing=existing)
+    write_spec(spec_path, plan, wheels)
+    say(f"{'updated' if existing else 'wrote'} {spec_path}: layer {plan.framework_env} = {', '.join(plan.requirements)} "
+        f"on {plan.runtime_name} ({plan.python_implementation}), {plan.target}")
+    print(spec_path)
+    export = args.export.resolve() if args.export else None
+    build = args.build or export is not None
+    lock = args.lock or build
+    if not lock:
+        return 0
+    index_args = ["--local-wheels", str(wheels)] + (["--no-index"] if args.no_index else [])
+    log = spec_dir / "logs" / "venvstacks.log"
+    if args.seed_runtime:
+        seed_runtime(spec_dir, plan, args.seed_runtime.resolve())
+    run_venvstacks(["lock", SPEC_NAME, *index_args], spec_dir, log)
+    problems = check_lock(spec_dir, plan)
+    if problems:
+        raise MlxForkError("the layer lock does not pin the patched wheels by their hashes:\n  " + "\n  ".join(problems))
+    say(f"lock {lock_file(spec_dir, plan).relative_to(spec_dir)} pins {plan.backend.path.name} by sha256 {plan.backend.sha256[:16]}...")
+    if not build:
+        return 0
+    run_venvstacks(["build", SPEC_NAME, *index_args], spec_dir, log)
+    if export is None:
+        return 0
+    run_venvstacks(["local-export", SPEC_NAME, "--output-dir", str(export)], spec_dir, log)
+    check = check_exported_layer(export, plan)
+    if not check.ok:
+        raise MlxForkError("the exported layer does not load the patched libmlx:\n  " + "\n  ".join(check.problems))
+    say(f"exported layer {export / plan.framework_env}: mx.__version__ {check.probe['version']}, "
+        f"libmlx {check.probe['loaded']} (sha256 matches the provenance)")
+    return 0
