@@ -74,7 +74,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     # RLIMIT_AS and /proc/self/status: Linux only (macOS does not enforce RLIMIT_AS).
     Scenario("oom_alloc", "E", "an allocation fails (address space capped below the array size)",
              "graceful out-of-memory", _ERRORS_OK, platforms=("linux",)),
-    Scenario("memory_limit", "F", "mx.set_memory_limit honoured by the CPU allocator",
+    Scenario("memory_limit", "F", "mx.set_memory_limit: an over-limit array (within RAM) still evaluates correctly",
              "graceful out-of-memory", _ERRORS_OK),
     # A healthy run finishes in about a second; the stock failure mode is a hang,
     # so a short timeout keeps the suite's wall time sane.

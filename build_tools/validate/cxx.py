@@ -44,7 +44,7 @@ def build_tests(base: BasePin, tree: Path, work: Path) -> Path:
     say(f"C++ tests: configure {build}")
     configure(tree, build, args, logs / "cxx-configure.log", env)
     say("C++ tests: ninja tests (libmlx + the doctest binary; about 10 min cold on 2 cores)")
-    ninja(build, NINJA_TARGET, logs / "cxx-compile.log", env)
+    ninja(build, NINJA_TARGET, logs / "cxx-compile.log", env, jobs=min(2, os.cpu_count() or 1))
     binary = build / "tests" / "tests"
     if not binary.is_file():
         raise MlxForkError(f"C++ test build finished but {binary} is missing")
