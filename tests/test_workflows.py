@@ -265,7 +265,8 @@ def test_apple_silicon_job_runs_validate_on_self_hosted_runner() -> None:
     job = text[text.index("  apple-silicon:"):]
     assert "runs-on: [self-hosted, macOS, ARM64]" in job
     assert 'mlx-fork validate --base "$BASE"' in job
-    assert "name: report-apple-silicon" in job and "path: reports/" in job
+    assert "name: report-apple-silicon" in job and "reports/" in job
+    assert 'mlx-fork stack --base "$BASE" --export' in job
 
 
 def test_upstream_watch_is_scheduled_and_opens_an_issue() -> None:
