@@ -298,10 +298,10 @@ def _apply_series(series, pristine: Path, dest: Path) -> None:
 
 def build(opts: BuildOptions) -> BuildResult:
     from .index import write_index
-    from .package import fetch_frontend_wheels, fetch_stock_wheel, full_wheels, overlay_wheel
+    from .package import add_provenance, fetch_frontend_wheels, fetch_stock_wheel, full_wheels, overlay_wheel
     from .series import load_series
     from .source import prepare_source
-    from .verify import installed_headers_touched, manifest_for, verify_wheel
+    from .verify import abi_summary, installed_headers_touched, manifest_for, verify_wheel
 
     base, profile, work = opts.base, opts.profile, opts.work
     slot = slot_dir(work, base, profile)
@@ -374,20 +374,27 @@ def build(opts: BuildOptions) -> BuildResult:
     })
     say(f"label: {manifest.label} (version {manifest.version})")
     lap("provision")
-    # 4. compile
+    # 4. compile (full packaging compiles through upstream setup.py instead)
     cmake_args = cmake_args_for(base, profile, deps, manifest.version)
-    library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
-                           jobs=opts.jobs)
-    lap("compile")
+    library = None
+    if not full:
+        library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
+                               jobs=opts.jobs)
+        lap("compile")
     manifest.write(slot / "manifest.json")
     # 5. package into a temporary directory next to wheels/ (same filesystem: moves are renames)
     opts.wheels.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=opts.wheels))
     try:
         if full:
-            built = full_wheels(base, slot / "src", profile, manifest, cmake_args, staging, logs / "package.log")
+            built = full_wheels(base, slot / "src", profile, manifest, cmake_args, staging, logs / "package.log",
+                                work=work, jobs=opts.jobs)
             backend = next(w for w in built if not w.name.startswith("mlx-"))
+            fresh = add_provenance(backend, profile, manifest, staging)
+            built = [fresh if w == backend else w for w in built]
+            backend = fresh
         else:
+            assert library is not None
             backend = overlay_wheel(stock, library, profile, manifest, staging, log=logs / "package.log")
             built = [backend]
         manifest.write(slot / "manifest.json")
@@ -400,13 +407,15 @@ def build(opts: BuildOptions) -> BuildResult:
                 shutil.copyfile(wheel, staging / wheel.name)
         if opts.verify:
             write_index(staging)
+            configured = [name for name, ident in deps.identities.items() if ident.startswith("disabled")]
             result = verify_wheel(backend, manifest, library=profile.library, wheel_dir=staging, via=opts.via,
-                                  stock_wheel=None if full else stock, log=logs / "verify.log")
+                                  stock_wheel=stock, configured_away=configured, log=logs / "verify.log",
+                                  abi_must_pass=not full)
             for line in result.checks:
                 say(f"verify: ok: {line}")
-            if result.abi_added:
-                say(f"verify: ABI additions: {len(result.abi_added)} symbol(s), listed in {logs / 'abi-added.txt'}")
-                (logs / "abi-added.txt").write_text("\n".join(result.abi_added) + "\n")
+            if result.abi is not None:
+                (logs / "abi.txt").write_text(abi_summary(result.abi))
+                say(f"verify: ABI report in {logs / 'abi.txt'}")
             lap("verify")
         # 7. publish
         published = []

