@@ -365,6 +365,20 @@ def venvstacks_command() -> list[str]:
     return [sys.executable, "-m", "venvstacks"]
 
 
+def runtime_download_url(python_implementation: str) -> str | None:
+    """The python-build-standalone archive venvstacks would fetch for the runtime (asked of its pbs_installer)."""
+    exe = Path(venvstacks_command()[0])
+    python = exe.parent / "python" if exe.name == "venvstacks" and (exe.parent / "python").exists() else Path(sys.executable)
+    version = python_implementation.partition("@")[2]
+    code = ("import sys; from pbs_installer import get_download_link; "
+            "print(get_download_link(sys.argv[1], implementation='cpython', build_dir=False)[1][0])")
+    try:
+        proc = subprocess.run([str(python), "-c", code, version], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
 def run_venvstacks(args: list[str], spec_dir: Path, log: Path) -> None:
     cmd = venvstacks_command() + args
     say(f"running {' '.join(['venvstacks', *args])}")
@@ -376,13 +390,25 @@ def run_venvstacks(args: list[str], spec_dir: Path, log: Path) -> None:
                               env={**os.environ, "COLUMNS": "200"})
     if proc.returncode != 0:
         text = log.read_text(encoding="utf-8", errors="replace")
+        if "pbs_installer" in text and "ConnectError" in text:
+            implementation = _runtime_implementations(spec_dir)
+            urls = [u for u in map(runtime_download_url, implementation) if u]
+            text += "".join(f"\nruntime download: {u}" for u in urls)
         raise MlxForkError(f"venvstacks {args[0]} failed (exit {proc.returncode})", hint=diagnose_venvstacks(text, log))
+
+
+def _runtime_implementations(spec_dir: Path) -> list[str]:
+    try:
+        data = tomllib.loads((spec_dir / SPEC_NAME).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    return [str(rt.get("python_implementation")) for rt in data.get("runtimes", []) if rt.get("python_implementation")]
 
 
 def diagnose_venvstacks(log_text: str, log: Path) -> str:
     """The cause of a venvstacks failure in one line, for the failures we know."""
     if "python-build-standalone" in log_text or ("pbs_installer" in log_text and "ConnectError" in log_text):
-        url = re.search(r"https://github\.com/astral-sh/python-build-standalone/\S+?\.tar\.gz", log_text)
+        url = re.search(r"https://\S+?/python-build-standalone/\S+?\.tar\.gz", log_text)
         return ("the runtime layer downloads a python-build-standalone build"
                 f"{' (' + url.group(0) + ')' if url else ''}, which this machine cannot fetch; "
                 "use --seed-runtime PREFIX to build the framework layer against a local CPython "
