@@ -82,6 +82,9 @@ SCENARIOS: tuple[Scenario, ...] = (
              "deferred errors", _ERRORS_OK, timeout=15.0),
     Scenario("thread_random_exit", "H", "Python threads that used mx.random exit before the interpreter",
              "frontend thread-local state (0.32.x)", _ONLY_OK),
+    # Discovered while writing the fixes (not in crash-classes.md): classes X1...
+    Scenario("failed_array_reuse", "X1", "reading (or computing from) an array whose evaluation failed",
+             "deferred errors (poisoned outputs)", _ERRORS_OK),
 )
 
 
