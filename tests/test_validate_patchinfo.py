@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from build_tools.bases import BasePin
-from build_tools.validate.patchinfo import _from_headers, _scan_headers, load_patch_info
+from build_tools.errors import MlxForkError
+from build_tools.validate.patchinfo import load_patch_info
 
 PATCH = """From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001
 From: Fork Dev <fork@example.com>
@@ -38,29 +41,29 @@ index 1111111..2222222 100644
 """
 
 
-def test_headers_are_read_from_the_patch_file(tmp_path):
-    path = tmp_path / "0002-cpu-lock-random-key.patch"
-    path.write_text(PATCH, encoding="utf-8")
-    info = _from_headers(path.name, _scan_headers(path))
+def _base(tmp_path: Path) -> BasePin:
+    return BasePin(name="v0.31.1", version="0.31.1", tag="v0.31.1", commit="a" * 40, tree="b" * 40,
+                   archive_url="", archive_prefix="", build_stage_env="stage", directory=Path(tmp_path))
+
+
+def test_patch_facts_come_from_the_series(tmp_path):
+    (tmp_path / "0002-cpu-lock-random-key.patch").write_text(PATCH, encoding="utf-8")
+    (tmp_path / "series").write_text("# order\n0002-cpu-lock-random-key.patch\n", encoding="utf-8")
+    infos = load_patch_info(_base(tmp_path))
+    assert [i.name for i in infos] == ["0002-cpu-lock-random-key.patch"]
+    info = infos[0]
     assert info.description == "Serialise access to the global random key"
     assert info.backends == ("cpu",)
     assert info.verified == ("applies", "cpu-reproducer", "upstream-suite")
     assert info.cost.startswith("one uncontended mutex") and not info.public_headers
 
 
-def test_series_order_and_fallback_reading(tmp_path):
-    (tmp_path / "0002-cpu-lock-random-key.patch").write_text(PATCH, encoding="utf-8")
-    (tmp_path / "series").write_text("# order\n0002-cpu-lock-random-key.patch\n", encoding="utf-8")
-    base = BasePin(name="v0.31.1", version="0.31.1", tag="v0.31.1", commit="a" * 40, tree="b" * 40,
-                   archive_url="", archive_prefix="", build_stage_env="stage", directory=Path(tmp_path))
-    infos, _note = load_patch_info(base)
-    assert [i.name for i in infos] == ["0002-cpu-lock-random-key.patch"]
-    assert infos[0].verified == ("applies", "cpu-reproducer", "upstream-suite")
-    assert infos[0].cost
+def test_a_series_naming_a_missing_patch_fails_loudly(tmp_path):
+    (tmp_path / "series").write_text("0009-missing.patch\n", encoding="utf-8")
+    with pytest.raises(MlxForkError, match="cannot describe the patch series"):
+        load_patch_info(_base(tmp_path))
 
 
 def test_an_empty_series_has_no_patches(tmp_path):
     (tmp_path / "series").write_text("# nothing yet\n", encoding="utf-8")
-    base = BasePin(name="v0.31.1", version="0.31.1", tag="v0.31.1", commit="a" * 40, tree="b" * 40,
-                   archive_url="", archive_prefix="", build_stage_env="stage", directory=Path(tmp_path))
-    assert load_patch_info(base)[0] == []
+    assert load_patch_info(_base(tmp_path)) == []

@@ -89,3 +89,12 @@ def test_cli_has_the_validate_command_with_its_options():
     assert make_parser().parse_args(["validate", "--thorough"]).mode == "thorough"
     with pytest.raises(SystemExit):
         make_parser().parse_args(["validate", "--quick", "--thorough"])
+
+
+def test_stock_wheels_must_match_their_pins(tmp_path):
+    wheel = tmp_path / "mlx_cpu-0.31.1-py3-none-manylinux_2_35_x86_64.whl"
+    wheel.write_bytes(b"not the real wheel")
+    venvs.check_pins([wheel], {})  # no pin: nothing to check
+    venvs.check_pins([wheel], {wheel.name: venvs.sha256_file(wheel)})
+    with pytest.raises(MlxForkError, match="does not match its sha256 pin"):
+        venvs.check_pins([wheel], {wheel.name: "0" * 64})

@@ -126,6 +126,7 @@ def validate(opts: ValidateOptions) -> dict:
     data_dir = out_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
 
+    patches = load_patch_info(base)
     notes: list[str] = []
     wheels = None
     if not opts.stock_both:
@@ -137,16 +138,13 @@ def validate(opts: ValidateOptions) -> dict:
                 notes.append(f"no patched wheel found ({exc.message}); falling back to stock on both sides")
                 wheels = None
     stock, patched, side_notes = venvs.prepare_sides(
-        base.version, work, wheels, fresh=opts.fresh_venvs, stock_only=wheels is None)
+        base.version, work, wheels, fresh=opts.fresh_venvs, stock_only=wheels is None, pins=_stock_pins(base))
     notes.extend(side_notes)
     stock_vs_stock = stock.libmlx_sha256 == patched.libmlx_sha256
     for n in notes:
         say(f"note: {n}")
     say(f"stock: mlx {stock.mlx_version}; patched: mlx {patched.mlx_version} ({', '.join(patched.wheels)})")
     sides = [("stock", stock.python), ("patched", patched.python)]
-    patches, patch_note = load_patch_info(base)
-    if patch_note:
-        notes.append(patch_note)
 
     summary: dict = {
         "schema": 1,
@@ -228,6 +226,15 @@ def validate(opts: ValidateOptions) -> dict:
     (data_dir / "summary-full.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     report.write_report(summary, out_dir)
     return summary
+
+
+def _stock_pins(base) -> dict[str, str]:
+    """sha256 pins of stock wheels from base.toml ([[stock_wheels]]), when the package stage defines them."""
+    try:
+        from ..package import stock_pins
+    except ImportError:
+        return {}
+    return stock_pins(base)
 
 
 def _pinned_tree(opts: ValidateOptions, base, work: Path):

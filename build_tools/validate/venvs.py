@@ -204,12 +204,24 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
     return Side(name, python, venv, tuple(p.name for p in wheel_files), probe)
 
 
+def check_pins(files: list[Path], pins: dict[str, str]) -> None:
+    """Fail closed when a stock wheel differs from its sha256 pin in base.toml."""
+    for path in files:
+        want = pins.get(path.name)
+        if want and sha256_file(path) != want:
+            raise MlxForkError(
+                f"stock wheel {path.name} does not match its sha256 pin in base.toml",
+                hint=f"delete {path} and run again; if PyPI really serves different bytes, investigate first",
+            )
+
+
 def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = False,
-                  stock_only: bool = False) -> tuple[Side, Side, list[str]]:
+                  stock_only: bool = False, pins: dict[str, str] | None = None) -> tuple[Side, Side, list[str]]:
     """Both sides plus warnings for the report (e.g. 'patched side runs stock wheels')."""
     notes: list[str] = []
     stock_dir = stock_wheel_dir(work, version)
     frontend, backend, numpy = _requirement_files(stock_dir, version)
+    check_pins([frontend, backend], pins or {})
     stock = make_side("stock", work / "venv-stock", [frontend, backend, numpy], work, fresh)
     if stock_only or wheels is None:
         notes.append("patched side uses the stock PyPI wheels (no patched wheels given): a stock-vs-stock run")
