@@ -9,6 +9,7 @@ metallib of the 14.0 wheel: the kernels were compiled for that target).
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from .errors import MlxForkError
 # Deployment targets upstream publishes mlx-metal wheels for (py3-none-macosx_<T>_arm64).
 MACOS_TARGETS: tuple[str, ...] = ("14.0", "15.0", "26.0")
 DEFAULT_MACOS_TARGET = "14.0"
-LINUX_PLATFORM_TAG = "manylinux_2_35_x86_64"
 
 PLATFORMS: tuple[str, ...] = ("linux-cpu", "macos-metal", "linux-cuda")
 
@@ -64,26 +64,52 @@ def host_platform() -> str:
     )
 
 
+def linux_platform_tag(machine: str | None = None) -> str:
+    """manylinux_2_35_<arch>, the tag of the stock Linux backend wheels (x86_64 and aarch64)."""
+    machine = machine or platform.machine()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
+    if arch not in ("x86_64", "aarch64"):
+        raise MlxForkError(f"no stock MLX Linux wheels for {machine}", hint="upstream ships x86_64 and aarch64")
+    return f"manylinux_2_35_{arch}"
+
+
+def default_macos_target() -> str:
+    """MACOSX_DEPLOYMENT_TARGET when set (CI selects the target that way), normalised to X.0."""
+    env = os.environ.get("MACOSX_DEPLOYMENT_TARGET", "").strip()
+    if not env:
+        return DEFAULT_MACOS_TARGET
+    major, _, minor = env.partition(".")
+    return f"{major}.{minor or '0'}"
+
+
+def default_cuda_toolkit() -> str:
+    """MLX_FORK_CUDA (12 or 13), else 12: which stock mlx-cuda-<N> wheel a CUDA build overlays."""
+    value = os.environ.get("MLX_FORK_CUDA", "12").strip()
+    if value not in ("12", "13"):
+        raise MlxForkError(f"MLX_FORK_CUDA={value!r}: upstream ships mlx-cuda-12 and mlx-cuda-13")
+    return value
+
+
 def macos_platform_tag(target: str) -> str:
     major, _, minor = target.partition(".")
     return f"macosx_{major}_{minor or '0'}_arm64"
 
 
-def get_profile(name: str = "auto", macos_target: str | None = None) -> Profile:
+def get_profile(name: str = "auto", macos_target: str | None = None, *, machine: str | None = None) -> Profile:
     if name == "auto":
         name = host_platform()
     if name == "linux-cpu":
         return Profile(
             name=name,
             backend_dist="mlx-cpu",
-            platform_tag=LINUX_PLATFORM_TAG,
+            platform_tag=linux_platform_tag(machine),
             library="libmlx.so",
             cmake_args=COMMON_CMAKE_ARGS
             + ("-DMLX_BUILD_CPU=ON", "-DMLX_BUILD_METAL=OFF", "-DMLX_BUILD_CUDA=OFF"),
             vendored_libs="mlx_cpu.libs",
         )
     if name == "macos-metal":
-        target = macos_target or DEFAULT_MACOS_TARGET
+        target = macos_target or default_macos_target()
         if target not in MACOS_TARGETS:
             raise MlxForkError(
                 f"macOS deployment target {target} has no stock mlx-metal wheel",
@@ -108,14 +134,15 @@ def get_profile(name: str = "auto", macos_target: str | None = None) -> Profile:
             deployment_target=target,
         )
     if name == "linux-cuda":
+        toolkit = default_cuda_toolkit()
         return Profile(
             name=name,
-            backend_dist="mlx-cuda-12",
-            platform_tag=LINUX_PLATFORM_TAG,
+            backend_dist=f"mlx-cuda-{toolkit}",
+            platform_tag=linux_platform_tag(machine),
             library="libmlx.so",
             cmake_args=COMMON_CMAKE_ARGS
             + ("-DMLX_BUILD_CPU=ON", "-DMLX_BUILD_METAL=OFF", "-DMLX_BUILD_CUDA=ON"),
-            vendored_libs="mlx_cuda_12.libs",
+            vendored_libs=f"mlx_cuda_{toolkit}.libs",
             offline=False,
         )
     raise MlxForkError(f"unknown platform {name!r}", hint=f"use auto or one of {', '.join(PLATFORMS)}")

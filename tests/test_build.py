@@ -240,3 +240,38 @@ def test_cli_has_build_and_compile() -> None:
 def test_build_of_an_unknown_base_fails_cleanly(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["build", "--base", "v0.0.0"]) == 1
     assert "unknown base 'v0.0.0'" in capsys.readouterr().err
+
+
+def test_profile_defaults_follow_ci_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MACOSX_DEPLOYMENT_TARGET", "15")
+    assert get_profile("macos-metal").platform_tag == "macosx_15_0_arm64"
+    assert get_profile("macos-metal", "26.0").platform_tag == "macosx_26_0_arm64"  # explicit wins
+    monkeypatch.setenv("MACOSX_DEPLOYMENT_TARGET", "13.0")
+    with pytest.raises(MlxForkError):
+        get_profile("macos-metal")
+    monkeypatch.setenv("MLX_FORK_CUDA", "13")
+    cuda = get_profile("linux-cuda", machine="aarch64")
+    assert (cuda.backend_dist, cuda.platform_tag, cuda.vendored_libs) == (
+        "mlx-cuda-13", "manylinux_2_35_aarch64", "mlx_cuda_13.libs")
+    monkeypatch.setenv("MLX_FORK_CUDA", "11")
+    with pytest.raises(MlxForkError, match="mlx-cuda-12 and mlx-cuda-13"):
+        get_profile("linux-cuda")
+    assert get_profile("linux-cpu", machine="x86_64").platform_tag == "manylinux_2_35_x86_64"
+    with pytest.raises(MlxForkError, match="no stock MLX Linux wheels"):
+        get_profile("linux-cpu", machine="riscv64")
+
+
+@pytest.mark.parametrize("base_name", ["v0.31.1", "v0.32.1"])
+@pytest.mark.parametrize("platform_name,machine,cuda", [
+    ("linux-cpu", "x86_64", "12"), ("linux-cpu", "aarch64", "12"),
+    ("linux-cuda", "x86_64", "12"), ("linux-cuda", "aarch64", "13"),
+])
+def test_every_linux_stock_backend_is_pinned(base_name: str, platform_name: str, machine: str, cuda: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from build_tools.bases import load_base
+    from build_tools.package import stock_backend_filename, stock_pins
+
+    monkeypatch.setenv("MLX_FORK_CUDA", cuda)
+    base = load_base(base_name, Path(__file__).resolve().parent.parent / "patches")
+    profile = get_profile(platform_name, machine=machine)
+    assert stock_backend_filename(base, profile) in stock_pins(base)
