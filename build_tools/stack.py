@@ -150,7 +150,7 @@ def _macos_target(platform_tag: str) -> tuple[int, int]:
 
 
 def choose_backend(wheels: list[PatchedWheel], target: str, backend: str | None) -> PatchedWheel:
-    """The patched backend wheel for `target` (newest build; on macOS the lowest deployment target)."""
+    """The patched backend wheel for `target`: the newest build; on macOS the lowest deployment target."""
     wanted = (str(canonicalize_name(backend)),) if backend else BACKENDS[target]
     candidates = [w for w in wheels if w.dist in wanted and w.target == target]
     if not candidates:
@@ -165,10 +165,10 @@ def choose_backend(wheels: list[PatchedWheel], target: str, backend: str | None)
             if any(w.dist == dist for w in candidates):
                 candidates = [w for w in candidates if w.dist == dist]
                 break
-    newest_version = candidates[0].version  # list is newest first
-    same = [w for w in candidates if w.version == newest_version]
-    # A macOS wheel built for 14.0 runs on every later macOS; prefer the widest reach.
-    return min(same, key=lambda w: _macos_target(w.platform_tag))
+    # Newest build first (the list is sorted so; min keeps the first of equals).
+    # On macOS each deployment target is its own build with its own label; a
+    # wheel built for 14.0 runs on every later macOS, so prefer the widest reach.
+    return min(candidates, key=lambda w: _macos_target(w.platform_tag))
 
 
 def choose_frontend(wheels: list[PatchedWheel], backend: PatchedWheel) -> PatchedWheel | None:

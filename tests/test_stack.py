@@ -91,8 +91,9 @@ def test_choose_patched_backend(tmp_path: Path) -> None:
     make_wheel(tmp_path, "mlx-cpu", "0.31.1", "py3-none-manylinux_2_35_x86_64")  # stock: not ours
     make_wheel(tmp_path, "mlx-cpu", "0.32.1+fork.1.haaaaaaaaaa", "py3-none-manylinux_2_35_x86_64")  # other base
     ours = make_wheel(tmp_path, "mlx-cpu", VERSION, "py3-none-manylinux_2_35_x86_64")
-    for target in ("15_0", "14_0", "26_0"):
-        make_wheel(tmp_path, "mlx-metal", VERSION, f"py3-none-macosx_{target}_arm64")
+    # Each macOS deployment target is a build of its own, with its own label.
+    for i, target in enumerate(("15_0", "14_0", "26_0")):
+        make_wheel(tmp_path, "mlx-metal", f"0.31.1+fork.2.h{i}123456789", f"py3-none-macosx_{target}_arm64")
     wheels = stack.patched_wheels(tmp_path, "0.31.1")
     assert {(w.dist, w.platform_tag) for w in wheels} == {
         ("mlx-cpu", "manylinux_2_35_x86_64"),
@@ -102,7 +103,8 @@ def test_choose_patched_backend(tmp_path: Path) -> None:
     assert linux.path == ours and linux.requirement == f"mlx-cpu=={VERSION}"
     assert linux.sha256 == hashlib.sha256(ours.read_bytes()).hexdigest()
     # The 14.0 build runs on every later macOS.
-    assert stack.choose_backend(wheels, "macosx_arm64", None).platform_tag == "macosx_14_0_arm64"
+    mac = stack.choose_backend(wheels, "macosx_arm64", None)
+    assert (mac.platform_tag, str(mac.version)) == ("macosx_14_0_arm64", "0.31.1+fork.2.h1123456789")
     with pytest.raises(MlxForkError, match="no patched mlx-cpu/mlx-cuda-12/mlx-cuda-13 wheel for linux_aarch64"):
         stack.choose_backend(wheels, "linux_aarch64", None)
     with pytest.raises(MlxForkError, match="mlx-cuda-12"):
