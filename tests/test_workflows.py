@@ -246,7 +246,8 @@ def test_macos_matrix_matches_upstream_deployment_targets() -> None:
 
 def test_linux_matrix_covers_cpu_arches_and_cuda_toolkits() -> None:
     text = _text("build.yml")
-    for job in ("linux-cpu-x86_64", "linux-cpu-aarch64", "linux-cuda12-x86_64", "linux-cuda13-x86_64"):
+    for job in ("linux-cpu-x86_64", "linux-cpu-aarch64", "linux-cuda12-x86_64", "linux-cuda13-x86_64",
+                "linux-cuda12-aarch64", "linux-cuda13-aarch64"):
         assert f"- id: {job}" in text, job
 
 
