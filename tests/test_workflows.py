@@ -132,7 +132,7 @@ def test_actionlint_reports_planted_mistakes(tmp_path: Path) -> None:
 
 PATCHES_SUBCOMMANDS = ("lint", "status", "apply", "rebase", "export")
 # Not after a backtick: `mlx-fork ...` in prose or an echoed message is a mention.
-_INVOCATION = re.compile(r"(?<![\w./`-])mlx-fork(?![\w.-])[ \t]+([a-z][a-z-]*)([^\n;&|`]*)")
+_INVOCATION = re.compile(r"(?<![\w.`-])mlx-fork(?![\w.-])[ \t]+([a-z][a-z-]*)([^\n;&|`]*)")
 
 
 @dataclass(frozen=True)
@@ -179,11 +179,13 @@ def test_invocation_parser() -> None:
         'mlx-fork build --base "$BASE" --source "$X" \\\n  --platform linux-cpu --full\n'
         "echo MLX_FORK_WORK=$RUNNER_TEMP/mlx-fork-work; mlx-fork patches rebase --from=a --to b && mlx-fork index\n"
         "mlx/lib/mlx-fork.json\n"
+        ".venv/bin/mlx-fork patches lint\n"
     )
     assert got == {
         Invocation(("build",), frozenset({"--base", "--source", "--platform", "--full"})),
         Invocation(("patches", "rebase"), frozenset({"--from", "--to"})),
         Invocation(("index",), frozenset()),
+        Invocation(("patches", "lint"), frozenset()),
     }
 
 
