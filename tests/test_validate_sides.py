@@ -59,14 +59,17 @@ def test_perf_rounds_alternate_which_side_goes_first(monkeypatch):
 
     def fake(python, cases, scale, timeout):
         calls.append(str(python))
-        return {c: {"unit": "s", "value": timing[str(python)]} for c in cases}
+        t = timing[str(python)]
+        return {c: {"unit": "s", "cpu": t, "wall": 2 * t if str(python) == "patched" else t} for c in cases}
 
     monkeypatch.setattr(perf, "_bench_once", fake)
-    results = perf.run_ab([("stock", Path("stock")), ("patched", Path("patched"))], rounds=4,
+    results = perf.run_ab([("stock", Path("stock")), ("patched", Path("patched"))], rounds=2,
                           cases=("dispatch", "threads_streams"))
-    assert calls == ["stock", "patched", "patched", "stock"] * 2
+    # per case and per round, the side that goes first alternates
+    assert calls == ["stock", "patched", "patched", "stock", "patched", "stock", "stock", "patched"]
     dispatch = results[0]
-    assert dispatch.ratios == pytest.approx([1.1] * 4)
+    assert dispatch.ratios == pytest.approx([1.1] * 2)
+    assert dispatch.wall_ratios == pytest.approx([2.2] * 2)
     assert dispatch.gate(False) == "fail" and results[1].gate(False) == "not-gated"
 
 
@@ -74,7 +77,7 @@ def test_perf_records_failed_rounds_instead_of_ratios(monkeypatch):
     def fake(python, cases, scale, timeout):
         if str(python) == "patched":
             return {c: {"error": "exit status -11"} for c in cases}
-        return {c: {"unit": "s", "value": 1.0} for c in cases}
+        return {c: {"unit": "s", "cpu": 1.0, "wall": 1.0} for c in cases}
 
     monkeypatch.setattr(perf, "_bench_once", fake)
     (res,) = perf.run_ab([("stock", Path("stock")), ("patched", Path("patched"))], rounds=2, cases=("matmul",))
