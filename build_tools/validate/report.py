@@ -375,10 +375,26 @@ def write_plots(summary: dict, out_dir: Path) -> tuple[set[str], str]:
         lo, hi = perf.get("gate", [0.98, 1.02])
         ax.axvspan(lo, hi, color="#d8f0d8", label=f"gate {lo}-{hi}")
         ax.axvline(1.0, color="#888", lw=0.8)
+        # Log scale, clipped to 0.8-1.25 around the band so the gate stays readable;
+        # rounds outside are drawn at the edge as arrows.
+        left, right = 0.8, 1.25
         for i, c in enumerate(cases):
-            ax.scatter(c["ratios"], [i] * len(c["ratios"]), s=14, color="#4477aa", alpha=0.7,
+            inside = [r for r in c["ratios"] if left <= r <= right]
+            ax.scatter(inside, [i] * len(inside), s=14, color="#4477aa", alpha=0.7,
                        label="per round" if i == 0 else None)
-            ax.scatter([c["ratio"]], [i], marker="|", s=400, color="#cc3311", label="median" if i == 0 else None)
+            for r in c["ratios"]:
+                if r < left or r > right:
+                    ax.scatter([left if r < left else right], [i], marker="<" if r < left else ">", s=30,
+                               color="#4477aa")
+            ax.scatter([min(max(c["ratio"], left), right)], [i], marker="|", s=400, color="#cc3311",
+                       label="median" if i == 0 else None)
+            if c.get("wall_ratio") is not None:
+                ax.scatter([min(max(c["wall_ratio"], left), right)], [i - 0.2], marker="|", s=120, color="#999999",
+                           label="median wall-time ratio" if i == 0 else None)
+        ax.set_xscale("log")
+        ax.set_xlim(left, right)
+        ax.set_xticks([0.8, 0.9, 0.98, 1.02, 1.1, 1.25], ["0.8", "0.9", "0.98", "1.02", "1.1", "1.25"])
+        ax.minorticks_off()
         ax.set_yticks(range(len(cases)), [c["case"] for c in cases])
         ax.set_xlabel("patched / stock CPU time per round (lower is faster)")
         ax.set_title(f"Performance A/B, {summary['base']} {summary['platform']}")
