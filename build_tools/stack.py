@@ -446,8 +446,14 @@ def seed_runtime(spec_dir: Path, plan: LayerPlan, prefix: Path, build_dir: str =
 
     env_path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(prefix, env_path, symlinks=True, ignore=ignore)
+    stand_in_marker(spec_dir, plan, build_dir).write_text(f"{prefix}\n", encoding="utf-8")
     say(f"seeded the runtime layer {plan.runtime_name} from {prefix} (a stand-in: do not publish this stack)")
     return env_path
+
+
+def stand_in_marker(spec_dir: Path, plan: LayerPlan, build_dir: str = "_build") -> Path:
+    """Beside a seeded runtime build environment: venvstacks would otherwise reuse it silently."""
+    return spec_dir / build_dir / f"{plan.runtime_name}.mlx-fork-stand-in"
 
 
 def lock_file(spec_dir: Path, plan: LayerPlan) -> Path:
@@ -626,6 +632,13 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     log = spec_dir / "logs" / "venvstacks.log"
     if args.seed_runtime:
         seed_runtime(spec_dir, plan, args.seed_runtime.resolve())
+    elif stand_in_marker(spec_dir, plan).exists():
+        raise MlxForkError(
+            f"the runtime layer {plan.runtime_name} in {spec_dir / '_build'} is a stand-in seeded from "
+            f"{stand_in_marker(spec_dir, plan).read_text(encoding='utf-8').strip()}",
+            hint=f"pass --seed-runtime again to keep testing with it, or delete {spec_dir / '_build'} "
+            "to let venvstacks download the real runtime",
+        )
     run_venvstacks(["lock", SPEC_NAME, *index_args], spec_dir, log)
     problems = check_lock(spec_dir, plan)
     if problems:

@@ -262,7 +262,7 @@ def test_lock_records_the_patched_wheel_hash_offline(tmp_path: Path, use_venvsta
     make_wheel(wheels, "mlx", "0.31.1", "py3-none-any", {"mlx/__init__.py": b""})
     ours = make_wheel(wheels, "mlx-cpu", VERSION, f"py3-none-{HOST_TAG}",
                       {"mlx/lib/mlx-fork.json": provenance(VERSION, "c" * 64)})
-    from build_tools.cli import main
+    from build_tools.cli import main, make_parser
 
     rc = main(["stack", "--dir", str(tmp_path / "stack"), "--wheels", str(wheels), "--python", _this_runtime(),
                "--lock", "--no-index", "--seed-runtime", str(prefix)])
@@ -273,6 +273,10 @@ def test_lock_records_the_patched_wheel_hash_offline(tmp_path: Path, use_venvsta
     assert locked["mlx-cpu"] == (VERSION, {hashlib.sha256(ours.read_bytes()).hexdigest()})
     # venvstacks' layer metadata for the lock exists too (it decides when the layer needs relocking).
     assert lock.with_name(lock.name + ".json").is_file()
+    # The stand-in runtime is never reused silently.
+    with pytest.raises(MlxForkError, match="is a stand-in seeded from"):
+        stack._cmd_stack(make_parser().parse_args([
+            "stack", "--dir", str(tmp_path / "stack"), "--wheels", str(wheels), "--lock", "--no-index"]))
 
 
 STOCK_CACHE = "stock-wheels"
