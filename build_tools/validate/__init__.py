@@ -105,6 +105,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     failed = [k for k, v in gates.items() if v == "fail"]
     say(f"report: {summary['report_dir']}/index.html")
     say("gates: " + ", ".join(f"{k} {v}" for k, v in gates.items()))
+    if summary.get("errors"):
+        say("parts that FAILED to run: " + "; ".join(summary["errors"]))
+        return 1
     if failed and not summary["stock_vs_stock"]:
         say("FAILED gates: " + ", ".join(failed))
         return 1
@@ -196,7 +199,8 @@ def validate(opts: ValidateOptions) -> dict:
     elif tree is None:
         summary["suite"] = {"skipped": tree_note}
     else:
-        summary["suite"] = _run_upstream_suite(tree, work, stock, patched, data_dir)
+        summary["suite"] = _guarded("upstream suite", summary,
+                                    lambda: _run_upstream_suite(tree, work, stock, patched, data_dir))
 
     # 4. performance A/B
     if "perf" in opts.skip:
@@ -219,13 +223,24 @@ def validate(opts: ValidateOptions) -> dict:
     elif tree is None:
         summary["cxx"] = {"status": "skipped", "reason": tree_note}
     else:
-        summary["cxx"] = _run_cxx_suite(base, tree, work, stock, patched, patches, data_dir)
+        summary["cxx"] = _guarded("C++ suite", summary,
+                                  lambda: _run_cxx_suite(base, tree, work, stock, patched, patches, data_dir))
 
     summary["gates"] = report.gates(summary)
     summary["seconds"] = round(time.monotonic() - started, 1)
     (data_dir / "summary-full.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     report.write_report(summary, out_dir)
     return summary
+
+
+def _guarded(part: str, summary: dict, fn):
+    """Run one part; a failure to run it is recorded (and fails the run) instead of losing the report."""
+    try:
+        return fn()
+    except MlxForkError as exc:
+        say(f"{part} could not run: {exc}")
+        summary.setdefault("errors", []).append(f"{part}: {exc.message}")
+        return {"skipped": f"could not run: {exc.message}", "status": "error", "reason": exc.message}
 
 
 def _stock_pins(base) -> dict[str, str]:

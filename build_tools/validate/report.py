@@ -120,6 +120,9 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
     if summary.get("stock_vs_stock"):
         head.blocks.append("**Stock vs stock:** both sides load the same libmlx; this run checks the harness "
                            "and measures noise, it says nothing about a patch. Gates are informational.")
+    if summary.get("errors"):
+        head.blocks.append("**Parts that failed to run** (the run exits 1):")
+        head.blocks.append(list(summary["errors"]))
     if summary.get("notes"):
         head.blocks.append([f"note: {n}" for n in summary["notes"]])
     g = summary.get("gates", {})
