@@ -270,7 +270,7 @@ def _pinned_tree(opts: ValidateOptions, base, work: Path):
 def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dict:
     from . import suite
 
-    skips = suite.capability_skips({"stock": stock.probe, "patched": patched.probe})
+    skips = suite.capability_skips({"stock": stock.probe, "patched": patched.probe}, tree.path / "python" / "tests")
     runs = {}
     for side in (stock, patched):
         tests = suite.copy_tests(tree.path, work / f"tests-{side.name}")
