@@ -7,7 +7,7 @@
   2. backported upstream checks (checks.py, backported/);
   3. the upstream Python suite of the pinned tree, compared test by test (suite.py);
   4. a performance A/B, sides alternating (perf.py, runners/bench.py);
-  5. (the upstream C++ doctest suite: not implemented yet, reported as such);
+  5. the upstream C++ doctest suite, built from the pristine and the patched tree (cxx.py);
 and writes reports/<base>-<platform>/{index.html, summary.md, summary.json, perf.png}.
 """
 
@@ -296,40 +296,45 @@ def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dic
 
 
 def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Path) -> dict:
-    """Build the doctest binary from the patched tree once; run it against each side's libmlx."""
+    """Build the doctest binary from the pristine and the patched tree; run each against its side's libmlx."""
+    import shutil
+
     from . import cxx, suite
     from ..build import sync_tree
     from ..patchqueue import apply_series
     from ..series import load_series
 
+    binaries: dict[str, Path] = {}
     try:
-        queue = work / "cxx-queue"
-        if queue.exists():
-            import shutil
-
-            shutil.rmtree(queue)
-        apply_series(load_series(base), tree.path, queue)
-        # A stable source dir whose unchanged files keep their mtimes: rebuilds stay incremental.
-        sync_tree(queue, work / "cxx-src")
-        binary = cxx.build_tests(base, work / "cxx-src", work)
+        # Stable source dirs whose unchanged files keep their mtimes: rebuilds stay incremental.
+        sync_tree(tree.path, work / "cxx-src-stock")
+        binaries["stock"] = cxx.build_tests(base, work / "cxx-src-stock", work, "stock")
+        if patches:
+            queue = work / "cxx-queue"
+            if queue.exists():
+                shutil.rmtree(queue)
+            apply_series(load_series(base), tree.path, queue)
+            sync_tree(queue, work / "cxx-src-patched")
+            binaries["patched"] = cxx.build_tests(base, work / "cxx-src-patched", work, "patched")
+        else:
+            binaries["patched"] = binaries["stock"]  # empty series: the patched tree is the pristine tree
     except MlxForkError as exc:
         say(f"C++ tests not built: {exc}")
         return {"status": "not-run", "reason": f"build failed: {exc.message}", "hint": exc.hint or ""}
     runs = {}
     for side in (stock, patched):
-        say(f"C++ doctest suite against the {side.name} libmlx")
-        run = cxx.run_tests(binary, cxx.side_lib_dir(side.venv), side.name, work / f"cxx-{side.name}.xml")
+        say(f"C++ doctest suite: {side.name} tree's binary against the {side.name} libmlx")
+        run = cxx.run_tests(binaries[side.name], cxx.side_lib_dir(side.venv), side.name, work / f"cxx-{side.name}.xml")
         say(f"  {side.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(run.counts().items())))
         (data_dir / f"cxx-{side.name}.json").write_text(json.dumps(run.to_json(), indent=1), encoding="utf-8")
         runs[side.name] = run
     cmp = suite.compare(runs["stock"], runs["patched"])
-    public = [p.name for p in patches if getattr(p, "public_headers", False)]
     return {
         "status": "done",
         "gate": ("pass" if cmp.parity else "fail"),
-        "note": ("one test binary built from the patched tree, run with each side's libmlx"
-                 + (f"; patches change public headers ({', '.join(public)}): the stock run is indicative only"
-                    if public else "")),
+        "note": ("doctest binaries built from the pristine tree (stock side) and the patched tree (patched side), "
+                 "each run with the libmlx its side installed"
+                 + ("" if patches else "; the series is empty, so both sides use the one pristine build")),
         "stock": {k: v for k, v in runs["stock"].to_json().items() if k != "results"},
         "patched": {k: v for k, v in runs["patched"].to_json().items() if k != "results"},
         "comparison": {"summary": cmp.summary(), "parity": cmp.parity,

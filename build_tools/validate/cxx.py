@@ -1,11 +1,13 @@
-"""Upstream C++ doctest suite: built once from the patched tree, run against each side's libmlx.
+"""Upstream C++ doctest suite: built from each side's tree, run against each side's libmlx.
 
-The `tests` binary links libmlx dynamically (BUILD_SHARED_LIBS=ON) through a
-RUNPATH, so LD_LIBRARY_PATH pointing at a side's `mlx/lib` makes the same
-binary exercise that side's library: one build, a like-for-like A/B of the
-libraries. That is sound while no patch changes a public header (the binary is
-compiled against the patched headers); with Public-Headers: yes patches the
-stock run is reported but not trusted for parity.
+stock    the doctest binary built from the pristine pinned tree
+patched  the doctest binary built from the patched tree (the same build as stock
+         when the series is empty)
+The binary links libmlx dynamically (BUILD_SHARED_LIBS=ON) through a RUNPATH,
+so LD_LIBRARY_PATH pointing at a side's installed `mlx/lib` makes each binary
+exercise exactly the library that side ships. Building per tree keeps the test
+code and the headers it was compiled against matched with the library, also
+when patches change public headers. The pristine build is reused across runs.
 
 Outcomes come from doctest's JUnit reporter; a binary killed by a signal
 leaves no XML and is recorded as one crashed pseudo-test.
@@ -28,8 +30,8 @@ from .suite import SuiteRun, TestOutcome
 NINJA_TARGET = "tests"
 
 
-def build_tests(base: BasePin, tree: Path, work: Path) -> Path:
-    """Configure + build the doctest binary for `tree` (heavy: holds MLX_FORK_BUILD_LOCK if set)."""
+def build_tests(base: BasePin, tree: Path, work: Path, name: str) -> Path:
+    """Configure + build the doctest binary of `tree` in work/cxx-build-<name> (heavy: holds MLX_FORK_BUILD_LOCK if set)."""
     from ..build import ccache_env, cmake_args_for, configure, ninja
     from ..deps import DepsRequest, provision
     from ..profiles import get_profile
@@ -38,13 +40,13 @@ def build_tests(base: BasePin, tree: Path, work: Path) -> Path:
     deps = provision(base, profile, work / "cxx-deps", DepsRequest(tests=True), work=work)
     args = [a for a in cmake_args_for(base, profile, deps, base.version)
             if not a.startswith("-DMLX_BUILD_TESTS=")] + ["-DMLX_BUILD_TESTS=ON"]
-    build = work / "cxx-build"
+    build = work / f"cxx-build-{name}"
     env = {**ccache_env(work), **profile.env}
     logs = work / "logs"
-    say(f"C++ tests: configure {build}")
-    configure(tree, build, args, logs / "cxx-configure.log", env)
-    say("C++ tests: ninja tests (libmlx + the doctest binary; about 10 min cold on 2 cores)")
-    ninja(build, NINJA_TARGET, logs / "cxx-compile.log", env, jobs=min(2, os.cpu_count() or 1))
+    say(f"C++ tests ({name} tree): configure {build}")
+    configure(tree, build, args, logs / f"cxx-configure-{name}.log", env)
+    say(f"C++ tests ({name} tree): ninja tests (libmlx + the doctest binary; about 10 min cold on 2 cores)")
+    ninja(build, NINJA_TARGET, logs / f"cxx-compile-{name}.log", env, jobs=min(2, os.cpu_count() or 1))
     binary = build / "tests" / "tests"
     if not binary.is_file():
         raise MlxForkError(f"C++ test build finished but {binary} is missing")
