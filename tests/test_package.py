@@ -203,3 +203,34 @@ def test_stock_wheel_pin_mismatch_is_refused(tmp_path: Path, stock_cpu: Path, mo
         package.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path)
     tampered.write_bytes(stock_cpu.read_bytes())
     assert package.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path) == tampered
+
+
+# ---------------------------------------------------------------- full packaging helpers
+
+
+def test_setup_driver_puts_the_label_into_the_distribution_version(tmp_path: Path) -> None:
+    """upstream setup.py passes the distribution version to CMake as -DMLX_VERSION; the driver must set it."""
+    import sys
+
+    project = tmp_path / "mlx"
+    project.mkdir()
+    (project / "setup.py").write_text(
+        "from functools import partial\nfrom setuptools import setup\n"
+        "if __name__ == '__main__':\n"
+        "    _setup = partial(setup, version='0.31.1')\n"
+        "    _setup(name='mlx-cpu', py_modules=[])\n")
+    (project / "driver.py").write_text(package.SETUP_DRIVER)
+    proc = subprocess.run([sys.executable, "driver.py", "0.31.1+fork.2.h0123456789", "--version"], cwd=project,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "0.31.1+fork.2.h0123456789"
+
+
+def test_stage_environments_follow_the_base() -> None:
+    from build_tools.bases import load_base
+
+    root = Path(__file__).resolve().parent.parent / "patches"
+    assert [env for _, env in package._stage_envs(load_base("v0.31.1", root))] == [
+        {"MLX_BUILD_STAGE": "0"}, {"MLX_BUILD_STAGE": "1"}, {"MLX_BUILD_STAGE": "2"}]
+    assert [env for _, env in package._stage_envs(load_base("v0.32.1", root))] == [
+        {}, {"MLX_BUILD_FRONTEND_PACKAGE": "1"}, {"MLX_BUILD_BACKEND_PACKAGE": "1"}]
