@@ -41,6 +41,7 @@ class ValidateOptions:
     wheels: Path | None = None  # None: the project's wheels/
     wheels_explicit: bool = False  # --wheels given: a missing patched wheel is an error
     stock_both: bool = False  # compare stock with stock (harness self-test)
+    libmlx: Path | None = None  # dev check: stock wheels + this libmlx on the patched side
     report_dir: Path | None = None
     work: Path | None = None
     fresh_venvs: bool = False
@@ -83,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="directory with the patched mlx-cpu wheel (default: wheels/ of this checkout)")
     p.add_argument("--stock-both-sides", dest="stock_both", action="store_true",
                    help="use the stock wheels on the patched side too (checks the harness itself)")
+    p.add_argument("--libmlx", type=Path, default=None,
+                   help="development check: patched side = stock wheels with this libmlx copied in "
+                        "(same version; not an installable build, the report says so)")
     p.add_argument("--report-dir", type=Path, default=None, help="default: reports/<base>-<platform>")
     p.add_argument("--work", type=Path, default=None, help="scratch dir for venvs and raw results (default: work dir)")
     p.add_argument("--fresh-venvs", action="store_true", help="recreate both venvs")
@@ -96,7 +100,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         raise MlxForkError("--runs must be at least 1")
     opts = ValidateOptions(
         base=args.base, source=args.source, mode=args.mode, runs=args.runs, perf_rounds=args.perf_rounds,
-        wheels=args.wheels, wheels_explicit=args.wheels is not None, stock_both=args.stock_both,
+        wheels=args.wheels, wheels_explicit=args.wheels is not None, stock_both=args.stock_both, libmlx=args.libmlx,
         report_dir=args.report_dir, work=args.work, fresh_venvs=args.fresh_venvs,
         skip=frozenset(args.skip), scenarios=tuple(args.scenario),
     )
@@ -132,7 +136,12 @@ def validate(opts: ValidateOptions) -> dict:
     patches = load_patch_info(base)
     notes: list[str] = []
     wheels = None
-    if not opts.stock_both:
+    if opts.libmlx is not None and not opts.libmlx.is_file():
+        raise MlxForkError(f"--libmlx {opts.libmlx}: no such file")
+    if opts.libmlx is not None and (opts.stock_both or opts.wheels_explicit):
+        raise MlxForkError("--libmlx replaces the library in the stock wheels: do not combine it with "
+                           "--wheels or --stock-both-sides")
+    if not opts.stock_both and opts.libmlx is None:
         wheels = opts.wheels or wheels_dir()
         if not opts.wheels_explicit:
             try:
@@ -141,7 +150,8 @@ def validate(opts: ValidateOptions) -> dict:
                 notes.append(f"no patched wheel found ({exc.message}); falling back to stock on both sides")
                 wheels = None
     stock, patched, side_notes = venvs.prepare_sides(
-        base.version, work, wheels, fresh=opts.fresh_venvs, stock_only=wheels is None, pins=_stock_pins(base))
+        base.version, work, wheels, fresh=opts.fresh_venvs, stock_only=wheels is None, pins=_stock_pins(base),
+        libmlx=opts.libmlx)
     notes.extend(side_notes)
     stock_vs_stock = stock.libmlx_sha256 == patched.libmlx_sha256
     for n in notes:
@@ -224,7 +234,8 @@ def validate(opts: ValidateOptions) -> dict:
         summary["cxx"] = {"status": "skipped", "reason": tree_note}
     else:
         summary["cxx"] = _guarded("C++ suite", summary,
-                                  lambda: _run_cxx_suite(base, tree, work, stock, patched, patches, data_dir))
+                                  lambda: _run_cxx_suite(base, tree, work, stock, patched, patches, data_dir,
+                                                         patched_is_stock=stock_vs_stock))
 
     summary["gates"] = report.gates(summary)
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -295,7 +306,8 @@ def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dic
     }
 
 
-def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Path) -> dict:
+def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Path,
+                   patched_is_stock: bool = False) -> dict:
     """Build the doctest binary from the pristine and the patched tree; run each against its side's libmlx."""
     import shutil
 
@@ -309,7 +321,9 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
         # Stable source dirs whose unchanged files keep their mtimes: rebuilds stay incremental.
         sync_tree(tree.path, work / "cxx-src-stock")
         binaries["stock"] = cxx.build_tests(base, work / "cxx-src-stock", work, "stock")
-        if patches:
+        # The patched tree's tests only make sense with a patched library (its headers may differ).
+        build_patched = bool(patches) and not patched_is_stock
+        if build_patched:
             queue = work / "cxx-queue"
             if queue.exists():
                 shutil.rmtree(queue)
@@ -317,7 +331,7 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
             sync_tree(queue, work / "cxx-src-patched")
             binaries["patched"] = cxx.build_tests(base, work / "cxx-src-patched", work, "patched")
         else:
-            binaries["patched"] = binaries["stock"]  # empty series: the patched tree is the pristine tree
+            binaries["patched"] = binaries["stock"]
     except MlxForkError as exc:
         say(f"C++ tests not built: {exc}")
         return {"status": "not-run", "reason": f"build failed: {exc.message}", "hint": exc.hint or ""}
@@ -334,7 +348,8 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
         "gate": ("pass" if cmp.parity else "fail"),
         "note": ("doctest binaries built from the pristine tree (stock side) and the patched tree (patched side), "
                  "each run with the libmlx its side installed"
-                 + ("" if patches else "; the series is empty, so both sides use the one pristine build")),
+                 + ("" if build_patched else "; the patched side runs stock MLX or the series is empty, so both "
+                                             "sides use the one pristine build")),
         "stock": {k: v for k, v in runs["stock"].to_json().items() if k != "results"},
         "patched": {k: v for k, v in runs["patched"].to_json().items() if k != "results"},
         "comparison": {"summary": cmp.summary(), "parity": cmp.parity,

@@ -174,10 +174,17 @@ def _requirement_files(stock_dir: Path, version: str) -> tuple[Path, Path, Path]
     return one(f"{FRONTEND_DIST}-{version}-"), one(f"{BACKEND_DIST}-{version}-"), one("numpy-")
 
 
-def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh: bool = False) -> Side:
-    """Create (or reuse) a venv with exactly these wheels installed, then probe it."""
+def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh: bool = False,
+              libmlx: Path | None = None) -> Side:
+    """Create (or reuse) a venv with exactly these wheels installed, then probe it.
+
+    `libmlx`: a library copied over the installed one afterwards (a quick check of a
+    freshly built libmlx of the same version; not how users install, see --libmlx).
+    """
     stamp = venv / "mlx-fork-wheels.json"
     wanted = sorted(f"{p.name} {sha256_file(p)}" for p in wheel_files)
+    if libmlx is not None:
+        wanted.append(f"libmlx {sha256_file(libmlx)}")
     python = venv / "bin" / "python"
     reuse = (
         not fresh and python.exists() and stamp.is_file()
@@ -193,6 +200,11 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
              *[str(p) for p in wheel_files]],
             step=f"install wheels into the {name} venv", log=work / "logs" / f"venv-{name}.log",
         )
+        if libmlx is not None:
+            libs = sorted(venv.glob("lib/python3*/site-packages/mlx/lib/libmlx.*"))
+            if not libs:
+                raise MlxForkError(f"no installed libmlx in the {name} venv to replace")
+            shutil.copyfile(libmlx, libs[0])
         stamp.write_text(json.dumps(wanted), encoding="utf-8")
     proc = run([str(python), "-c", PROBE], step=f"import mlx in the {name} venv", check=False)
     if proc.returncode != 0:
@@ -216,7 +228,8 @@ def check_pins(files: list[Path], pins: dict[str, str]) -> None:
 
 
 def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = False,
-                  stock_only: bool = False, pins: dict[str, str] | None = None) -> tuple[Side, Side, list[str]]:
+                  stock_only: bool = False, pins: dict[str, str] | None = None,
+                  libmlx: Path | None = None) -> tuple[Side, Side, list[str]]:
     """Both sides plus warnings for the report (e.g. 'patched side runs stock wheels')."""
     notes: list[str] = []
     stock_dir = stock_wheel_dir(work, version)
@@ -224,11 +237,16 @@ def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = F
     check_pins([frontend, backend], pins or {})
     stock = make_side("stock", work / "venv-stock", [frontend, backend, numpy], work, fresh)
     if stock_only or wheels is None:
-        notes.append("patched side uses the stock PyPI wheels (no patched wheels given): a stock-vs-stock run")
+        if libmlx is None:
+            notes.append("patched side uses the stock PyPI wheels (no patched wheels given): a stock-vs-stock run")
         p_backend, p_frontend = backend, None
     else:
         p_backend, p_frontend = find_patched_wheels(wheels, version)
-    patched = make_side("patched", work / "venv-patched", [p_frontend or frontend, p_backend, numpy], work, fresh)
+    if libmlx is not None:
+        notes.append(f"patched side: stock wheels with libmlx.so replaced by a given library (sha256 "
+                     f"{sha256_file(libmlx)[:16]}); a development check, not an installable build")
+    patched = make_side("patched", work / "venv-patched", [p_frontend or frontend, p_backend, numpy], work, fresh,
+                        libmlx=libmlx)
     if patched.libmlx_sha256 and patched.libmlx_sha256 == stock.libmlx_sha256:
         notes.append("patched side loads the same libmlx as stock (identical sha256): results compare stock with itself")
     elif "+" not in patched.mlx_version:
