@@ -90,3 +90,13 @@ def test_a_class_that_regresses_on_a_real_comparison_exits_1(fake_world, monkeyp
     assert rc == 1
     md = (tmp_path / "report" / "summary.md").read_text(encoding="utf-8")
     assert "REGRESSED" in md
+
+
+def test_libmlx_must_exist_and_is_not_combined_with_wheels(fake_world, capsys):
+    tmp_path, _ = fake_world
+    assert main(["validate", "--libmlx", str(tmp_path / "nope.so"), "--report-dir", str(tmp_path / "r")]) == 1
+    assert "no such file" in capsys.readouterr().err
+    lib = tmp_path / "libmlx.so"
+    lib.write_bytes(b"\x7fELF")
+    assert main(["validate", "--libmlx", str(lib), "--wheels", str(tmp_path), "--report-dir", str(tmp_path / "r")]) == 1
+    assert "do not combine" in capsys.readouterr().err
