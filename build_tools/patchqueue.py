@@ -78,14 +78,40 @@ def init_queue_repo(pristine: Path, dest: Path, label: str) -> None:
     _git(dest, "tag", "pristine")
 
 
-def classify(repo: Path, patch: Patch) -> PatchStatus:
-    """Does `patch` apply to the work tree of `repo`, is it already there, or where does it conflict?"""
+_UPSTREAM_RELEASE = re.compile(r"^v?(\d+(?:\.\d+)+)(?![\w.])")
+
+
+def declared_upstream(patch: Patch, version: str | None) -> str | None:
+    """The release named by `Applied-Upstream:` if `version` is that release or later.
+
+    Only a header that starts with a release ("v0.32.0, <url>") counts; text such
+    as "partly in v0.32.1" does not. Used when upstream fixed the same bug its own
+    way, so the patch neither applies nor reverse-applies on the newer tree.
+    """
+    from packaging.version import InvalidVersion, Version
+
+    match = _UPSTREAM_RELEASE.match(patch.headers.get("Applied-Upstream", "").strip())
+    if version is None or match is None:
+        return None
+    try:
+        if Version(version) >= Version(match.group(1)):
+            return f"v{match.group(1)}"
+    except InvalidVersion:
+        return None
+    return None
+
+
+def classify(repo: Path, patch: Patch, version: str | None = None) -> PatchStatus:
+    """Does `patch` apply to the work tree of `repo` (MLX `version`), is it already there, or where does it conflict?"""
     forward = _git(repo, "apply", "--check", "--verbose", str(patch.path), check=False)
     if forward.returncode == 0:
         return PatchStatus(patch.name, APPLIES)
     reverse = _git(repo, "apply", "--check", "--reverse", str(patch.path), check=False)
     if reverse.returncode == 0:
         return PatchStatus(patch.name, UPSTREAM, "reverse-applies: its change is already in the tree")
+    release = declared_upstream(patch, version)
+    if release is not None:
+        return PatchStatus(patch.name, UPSTREAM, f"Applied-Upstream: {release} (fixed upstream its own way)")
     return _conflict(patch, forward.stderr)
 
 
@@ -116,14 +142,14 @@ def _commit_patch(repo: Path, patch: Patch) -> None:
         raise MlxForkError(f"{patch.name}: git am failed: {am.stderr.strip() or am.stdout.strip()}")
 
 
-def status(series: Series, pristine: Path, scratch: Path) -> list[PatchStatus]:
-    """Classify every patch, in order, against `pristine` + the patches before it that apply."""
+def status(series: Series, pristine: Path, scratch: Path, version: str | None = None) -> list[PatchStatus]:
+    """Classify every patch, in order, against `pristine` (MLX `version`) + the patches before it that apply."""
     repo = scratch / "status-tree"
     init_queue_repo(pristine, repo, "status")
     results: list[PatchStatus] = []
     try:
         for patch in series.patches:
-            result = classify(repo, patch)
+            result = classify(repo, patch, version)
             if result.status == APPLIES:
                 _git(repo, "apply", str(patch.path))
             results.append(result)
@@ -222,7 +248,7 @@ def rebase(
     carried: list[Patch] = []
     try:
         for patch in series.patches:
-            result = classify(repo, patch)
+            result = classify(repo, patch, target.version)
             if result.status == APPLIES:
                 _commit_patch(repo, patch)
                 carried.append(patch)

@@ -84,7 +84,7 @@ def _status(args: argparse.Namespace) -> int:
     series = load_series(load_base(args.series) if args.series else base)
     work = args.work_dir or work_dir()
     pristine = prepare_source(base, args.source, work)
-    results = patchqueue.status(series, pristine.path, work / base.name)
+    results = patchqueue.status(series, pristine.path, work / base.name, version=base.version)
     if args.json:
         print(patchqueue.status_json(results))
     else:
