@@ -1322,4 +1322,15 @@ __attribute__((visibility("default"))) Obj* MTLCopyAllDevices() {
   return new_array(&d, 1);
 }
 
+// Device hot-plug notifications never fire in the simulator: the observer is
+// nil and the handler is never called.
+__attribute__((visibility("default"))) Obj* MTLCopyAllDevicesWithObserver(Obj** observer, void*) {
+  if (observer) {
+    *observer = nullptr;
+  }
+  return MTLCopyAllDevices();
+}
+
+__attribute__((visibility("default"))) void MTLRemoveDeviceObserver(const Obj*) {}
+
 }  // extern "C"
