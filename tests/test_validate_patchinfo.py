@@ -67,3 +67,19 @@ def test_a_series_naming_a_missing_patch_fails_loudly(tmp_path):
 def test_an_empty_series_has_no_patches(tmp_path):
     (tmp_path / "series").write_text("# nothing yet\n", encoding="utf-8")
     assert load_patch_info(_base(tmp_path)) == []
+
+
+def test_the_report_marks_which_series_patches_the_patched_build_holds(tmp_path):
+    from build_tools.validate.patchinfo import match_wheel
+
+    (tmp_path / "0002-cpu-lock-random-key.patch").write_text(PATCH, encoding="utf-8")
+    (tmp_path / "series").write_text("0002-cpu-lock-random-key.patch\n", encoding="utf-8")
+    series = load_patch_info(_base(tmp_path))
+    sha = series[0].sha256
+    marked, note = match_wheel(series, [{"name": "0002-cpu-lock-random-key.patch", "sha256": sha}])
+    assert marked[0].in_wheel is True and note == ""
+    marked, note = match_wheel(series, [])  # e.g. a stock rebuild with an empty series
+    assert marked[0].in_wheel is False and "not in the patched build: 0002" in note
+    marked, note = match_wheel(series, [{"name": "0002-cpu-lock-random-key.patch", "sha256": "0" * 64}])
+    assert marked[0].in_wheel is False and "changed" in note
+    assert match_wheel(series, None) == (series, "")

@@ -122,7 +122,7 @@ def validate(opts: ValidateOptions) -> dict:
     """Run every part that is not skipped and write the report; returns summary.json's content."""
     from . import crash, perf, report, suite, venvs
     from .checks import run_checks
-    from .patchinfo import load_patch_info
+    from .patchinfo import load_patch_info, match_wheel
 
     started = time.monotonic()
     base = load_base(opts.base)
@@ -158,6 +158,13 @@ def validate(opts: ValidateOptions) -> dict:
         say(f"note: {n}")
     say(f"stock: mlx {stock.mlx_version}; patched: mlx {patched.mlx_version} ({', '.join(patched.wheels)})")
     sides = [("stock", stock.python), ("patched", patched.python)]
+    wheel_patches = None if stock_vs_stock else (patched.probe.get("provenance") or {}).get("patches")
+    if stock_vs_stock:
+        wheel_patches = []
+    patches, series_note = match_wheel(patches, wheel_patches)
+    if series_note:
+        notes.append(series_note)
+    built_patches = [p for p in patches if p.in_wheel is not False]  # what the patched side runs
 
     summary: dict = {
         "schema": 1,
@@ -218,10 +225,10 @@ def validate(opts: ValidateOptions) -> dict:
     else:
         say(f"performance A/B: {opts.rounds} alternating rounds")
         cases = perf.run_ab(sides, opts.rounds, scale=MODE_PERF_SCALE[opts.mode], progress=say)
-        documented = any(p.cost for p in patches)
+        documented = any(p.cost for p in built_patches)
         summary["perf"] = {
             "rounds": opts.rounds, "gate": list(perf.GATE), "documented_cost": documented,
-            "costs": {p.name: p.cost for p in patches if p.cost},
+            "costs": {p.name: p.cost for p in built_patches if p.cost},
             "cases": [c.to_json(documented) for c in cases],
         }
 
@@ -236,6 +243,7 @@ def validate(opts: ValidateOptions) -> dict:
         summary["cxx"] = _guarded("C++ suite", summary,
                                   lambda: _run_cxx_suite(base, tree, work, stock, patched, patches, data_dir,
                                                          patched_is_stock=stock_vs_stock))
+
 
     summary["gates"] = report.gates(summary)
     summary["seconds"] = round(time.monotonic() - started, 1)
@@ -321,8 +329,13 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
         # Stable source dirs whose unchanged files keep their mtimes: rebuilds stay incremental.
         sync_tree(tree.path, work / "cxx-src-stock")
         binaries["stock"] = cxx.build_tests(base, work / "cxx-src-stock", work, "stock")
-        # The patched tree's tests only make sense with a patched library (its headers may differ).
-        build_patched = bool(patches) and not patched_is_stock
+        # The patched tree's tests only make sense with a library built from that tree (headers may differ).
+        in_build = [p for p in patches if p.in_wheel is not False]
+        if in_build and len(in_build) != len(patches):
+            return {"status": "not-run",
+                    "reason": "the patched wheel holds a different series than patches/ (see notes): "
+                              "its tree cannot be rebuilt for the C++ tests"}
+        build_patched = bool(in_build) and not patched_is_stock
         if build_patched:
             queue = work / "cxx-queue"
             if queue.exists():

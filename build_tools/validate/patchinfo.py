@@ -21,6 +21,8 @@ class PatchInfo:
     verified: tuple[str, ...]
     cost: str  # the patch's own statement of a performance cost ("" = none claimed)
     public_headers: bool = False
+    sha256: str = ""
+    in_wheel: bool | None = None  # in the patched side's build (from its provenance); None = unknown
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -44,5 +46,32 @@ def load_patch_info(base: BasePin) -> list[PatchInfo]:
             verified=tuple(p.verified),
             cost=p.headers.get("Cost", "").strip(),
             public_headers=bool(p.public_headers),
+            sha256=p.sha256,
         ))
     return infos
+
+
+def match_wheel(series: list[PatchInfo], wheel_patches: list[dict] | None) -> tuple[list[PatchInfo], str]:
+    """Mark which series patches the patched build contains; a note when build and series differ.
+
+    `wheel_patches`: [{"name", "sha256"}] from the wheel's provenance (None: no provenance,
+    e.g. stock wheels or a bare --libmlx).
+    """
+    from dataclasses import replace
+
+    if wheel_patches is None:
+        return series, ""
+    built = {(w.get("name"), w.get("sha256")) for w in wheel_patches}
+    marked = [replace(p, in_wheel=(p.name, p.sha256) in built) for p in series]
+    known = {(p.name, p.sha256) for p in series}
+    extra = sorted(n for n, sha in built if (n, sha) not in known)
+    if all(p.in_wheel for p in marked) and not extra:
+        return marked, ""
+    missing = [p.name for p in marked if not p.in_wheel]
+    parts = []
+    if missing:
+        parts.append(f"not in the patched build: {', '.join(missing)}")
+    if extra:
+        parts.append(f"in the build but not (or changed) in the series: {', '.join(extra)}")
+    return marked, ("the patched wheel was built from a different series than patches/ holds now ("
+                    + "; ".join(parts) + ")")

@@ -138,9 +138,11 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
 
     pat = Section("Patch series")
     if summary.get("patches"):
-        pat.blocks.append(Table(["patch", "description", "backends", "verified (ladder rungs)", "documented cost"],
+        in_wheel = {True: "yes", False: "NO", None: "unknown"}
+        pat.blocks.append(Table(["patch", "description", "backends", "verified (ladder rungs)", "documented cost",
+                                 "in the patched build"],
                                 [[p["name"], p["description"], ", ".join(p["backends"]), ", ".join(p["verified"]) or "-",
-                                  p["cost"] or "-"] for p in summary["patches"]]))
+                                  p["cost"] or "-", in_wheel[p.get("in_wheel")]] for p in summary["patches"]]))
     else:
         pat.blocks.append("The series is empty: the patched side is stock MLX built from source (or the stock wheels).")
     secs.append(pat)

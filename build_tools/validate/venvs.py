@@ -75,6 +75,15 @@ def gguf_works():
         return True
     except Exception:
         return False
+def provenance():
+    # mlx-fork wheels carry mlx/lib/mlx-fork.json: the build's inputs, including the applied patches.
+    path = os.path.join(lib_dir, "mlx-fork.json")
+    if not os.path.isfile(path):
+        return None
+    data = json.load(open(path))
+    inputs = data.get("inputs", {})
+    return {"label": data.get("label"), "packaging": inputs.get("packaging"),
+            "patches": inputs.get("patches", []), "inputs_sha256": data.get("inputs_sha256")}
 def version(dist):
     try:
         return metadata.version(dist)
@@ -88,6 +97,7 @@ print(json.dumps({
     "libmlx_sha256": digest,
     "default_device": str(mx.default_device()),
     "gguf": gguf_works(),
+    "provenance": provenance(),
 }))
 """
 
