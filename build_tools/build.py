@@ -183,11 +183,16 @@ def toolchain(profile: Profile) -> dict[str, str | None]:
 # ---------------------------------------------------------------- compile
 
 
+# Seconds spent waiting for MLX_FORK_BUILD_LOCK in this process (reported apart from compile time).
+LOCK_WAIT: list[float] = [0.0]
+
+
 @contextlib.contextmanager
 def build_lock() -> Iterator[None]:
     """Hold MLX_FORK_BUILD_LOCK (a lock file) while compiling, when set.
 
-    Machines shared by several builds use it to run one heavy compile at a time.
+    Machines shared by several builds use it to run one heavy compile at a time
+    (an fcntl lock: the same lock `flock(1)` takes on that file).
     """
     path = os.environ.get("MLX_FORK_BUILD_LOCK")
     if not path:
@@ -198,7 +203,10 @@ def build_lock() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             say(f"compile: waiting for the build lock {path}")
+            waited = time.monotonic()
             fcntl.flock(fh, fcntl.LOCK_EX)
+            LOCK_WAIT[0] += time.monotonic() - waited
+            say(f"compile: got the build lock after {_fmt_seconds(LOCK_WAIT[0])}")
         try:
             yield
         finally:
@@ -234,11 +242,11 @@ def ninja(build: Path, target: str, log: Path, env: dict[str, str], jobs: int | 
     if jobs:
         cmd[1:1] = ["-j", str(jobs)]
     full_env = {**os.environ, **env, "NINJA_STATUS": "[%f/%t] "}
-    started = time.monotonic()
     last_report = 0.0
     done = total = 0
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a", encoding="utf-8") as fh, build_lock():
+        started = time.monotonic()  # after the lock: report compile time, not queueing time
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
         try:
@@ -378,9 +386,13 @@ def build(opts: BuildOptions) -> BuildResult:
     cmake_args = cmake_args_for(base, profile, deps, manifest.version)
     library = None
     if not full:
+        waited = LOCK_WAIT[0]
         library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
                                jobs=opts.jobs)
         lap("compile")
+        if LOCK_WAIT[0] > waited:
+            seconds["lock-wait"] = round(LOCK_WAIT[0] - waited, 1)
+            seconds["compile"] = round(seconds["compile"] - seconds["lock-wait"], 1)
     manifest.write(slot / "manifest.json")
     # 5. package into a temporary directory next to wheels/ (same filesystem: moves are renames)
     opts.wheels.mkdir(parents=True, exist_ok=True)
