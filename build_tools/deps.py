@@ -27,12 +27,16 @@ only mention paths relative to the build tree and ccache hits across slots.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.parse
+import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,21 +149,39 @@ def find_nanobind_sdist(version: str, work: Path) -> Path | None:
 
 
 def download_nanobind_sdist(version: str, work: Path) -> Path:
+    """The nanobind sdist from the package index (PEP 691 JSON), sha256-checked against the index.
+
+    Not `pip download`: pip would build the sdist's metadata, which needs
+    nanobind's build backend; we only want the file.
+    """
     dest = sdist_cache(work)
     dest.mkdir(parents=True, exist_ok=True)
-    say(f"downloading the nanobind {version} sdist from PyPI")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--no-build-isolation", "-d", str(dest), f"nanobind=={version}"],
-        capture_output=True, text=True,
-    )
-    found = find_nanobind_sdist(version, work)
-    if proc.returncode != 0 or found is None:
+    filename = f"nanobind-{version}.tar.gz"
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    say(f"downloading {filename} from {index}")
+    request = urllib.request.Request(f"{index}/nanobind/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            files = json.load(response)["files"]
+        entry = next((f for f in files if f["filename"] == filename), None)
+        if entry is None:
+            raise MlxForkError(f"{index}/nanobind/ has no {filename}")
+        url = urllib.parse.urljoin(f"{index}/nanobind/", entry["url"])
+        with urllib.request.urlopen(url, timeout=300) as response:
+            data = response.read()
+    except (OSError, ValueError, KeyError) as exc:
         raise MlxForkError(
-            f"could not download the nanobind {version} sdist: {proc.stderr.strip()[-400:]}",
-            hint=f"pip download --no-deps --no-binary :all: -d {dest} nanobind=={version}",
-        )
-    return found
+            f"could not download {filename}: {exc}",
+            hint=f"download it by hand into {dest} (https://pypi.org/project/nanobind/{version}/#files)",
+        ) from exc
+    expected = entry.get("hashes", {}).get("sha256")
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise MlxForkError(f"{filename}: sha256 does not match the index ({expected})")
+    target = dest / filename
+    tmp = target.with_name(filename + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
 
 
 def _gguflib_from(user: Path | None) -> Path | None:
@@ -471,8 +493,9 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
             sdist = find_nanobind_sdist(dep.version, work)
             checks.append(Check(f"nanobind {dep.version} sdist (--full only)", sdist is not None,
                                 str(sdist) if sdist else f"not in {sdist_cache(work)}",
-                                f"python3 -m pip download --no-deps --no-binary :all: -d {sdist_cache(work)} "
-                                f"nanobind=={dep.version}", required=False))
+                                f"(downloaded by `mlx-fork build --full`) or put nanobind-{dep.version}.tar.gz "
+                                f"from https://pypi.org/project/nanobind/{dep.version}/#files into {sdist_cache(work)}",
+                                required=False))
         if dep.offline == "user-dir":
             path = _gguflib_from(None)
             ok = path is not None and (path / "gguflib.c").is_file()
