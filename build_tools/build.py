@@ -236,24 +236,26 @@ def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: di
     return True
 
 
-def ninja(build: Path, target: str, log: Path, env: dict[str, str], jobs: int | None = None) -> int:
-    """`ninja target` with a progress line on stderr every few seconds; returns the edges run."""
-    cmd = ["ninja", "-C", str(build), target]
-    if jobs:
-        cmd[1:1] = ["-j", str(jobs)]
+def run_with_progress(cmd: list[str], *, step: str, log: Path, env: dict[str, str], cwd: Path | None = None,
+                      locked: bool = True) -> int:
+    """Run a compile command under the build lock, output to `log`, Ninja's [n/m] lines as progress on stderr.
+
+    Returns the number of build edges Ninja reported (0 if it printed none).
+    """
     full_env = {**os.environ, **env, "NINJA_STATUS": "[%f/%t] "}
     last_report = 0.0
     done = total = 0
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as fh, build_lock():
+    lock = build_lock() if locked else contextlib.nullcontext()
+    with log.open("a", encoding="utf-8") as fh, lock:
         started = time.monotonic()  # after the lock: report compile time, not queueing time
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
         try:
-            proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1)
         except FileNotFoundError as exc:
-            raise MlxForkError("compile: ninja not found", hint="run `mlx-fork doctor`") from exc
+            raise MlxForkError(f"{step}: {cmd[0]} not found", hint="run `mlx-fork doctor`") from exc
         assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)
@@ -263,13 +265,21 @@ def ninja(build: Path, target: str, log: Path, env: dict[str, str], jobs: int | 
                 now = time.monotonic()
                 if now - last_report >= 10 or done == total:
                     last_report = now
-                    say(f"compile: [{done}/{total}] {100 * done // max(total, 1)}% "
+                    say(f"{step}: [{done}/{total}] {100 * done // max(total, 1)}% "
                         f"{_fmt_seconds(now - started)} {line.split('] ', 1)[-1].strip()[:70]}")
         rc = proc.wait()
     if rc != 0:
-        raise MlxForkError(f"compile (ninja {target}) failed (exit {rc}) after {_fmt_seconds(time.monotonic() - started)}",
-                           hint=f"see {log} (search for 'FAILED:')")
+        raise MlxForkError(f"{step} failed (exit {rc}) after {_fmt_seconds(time.monotonic() - started)}",
+                           hint=f"see {log} (search for 'FAILED:' or 'error')")
     return total if done else 0
+
+
+def ninja(build: Path, target: str, log: Path, env: dict[str, str], jobs: int | None = None) -> int:
+    """`ninja target` with a progress line on stderr every few seconds; returns the edges run."""
+    cmd = ["ninja", "-C", str(build), target]
+    if jobs:
+        cmd[1:1] = ["-j", str(jobs)]
+    return run_with_progress(cmd, step=f"compile (ninja {target})", log=log, env=env)
 
 
 def _fmt_seconds(seconds: float) -> str:

@@ -440,7 +440,7 @@ def full_wheels(
     the frontend stage and the backend stage. Linux wheels are then repaired
     to the stock manylinux tag (the frontend without vendoring libmlx).
     """
-    from .build import build_lock
+    from .build import run_with_progress
 
     work = work or work_dir()
     python = full_build_python(work)
@@ -449,6 +449,7 @@ def full_wheels(
         "PYPI_RELEASE": "1",  # a plain release version; otherwise setup.py asks git
         "CMAKE_ARGS": " ".join(a for a in cmake_args if not a.startswith(_SETUP_OWNS)),
         "CMAKE_BUILD_PARALLEL_LEVEL": str(jobs or os.cpu_count() or 2),
+        "CMAKE_GENERATOR": "Ninja",  # like the overlay build; its [n/m] lines are the progress shown
         "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         **profile.env,
     }
@@ -466,9 +467,8 @@ def full_wheels(
                 env={**env_base, **stage_env}, log=log)
             command = ["build_ext"] if which == "stubs" else ["bdist_wheel", "--dist-dir", str(raw / which)]
             say(f"full packaging: setup.py {which} stage (log: {log})")
-            with build_lock():
-                run([python, driver.name, version, *command], step=f"setup.py {' '.join(command[:1])} ({which})",
-                    cwd=tree, env={**env_base, **stage_env}, log=log)
+            run_with_progress([str(python), driver.name, version, *command], step=f"setup.py {which}",
+                              cwd=tree, env={**env_base, **stage_env}, log=log)
             if which == "stubs":
                 if not list((tree / "python" / "mlx" / "core").glob("*.pyi")):
                     raise MlxForkError("the stub build produced no mlx/core/*.pyi", hint=f"see {log}")
