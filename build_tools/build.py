@@ -330,10 +330,17 @@ def build(opts: BuildOptions) -> BuildResult:
     seconds: dict[str, float] = {}
     clock = time.monotonic()
 
+    waited = [LOCK_WAIT[0]]
+
     def lap(name: str) -> None:
+        # Time spent queueing for the build lock is reported as its own entry.
         nonlocal clock
         now = time.monotonic()
-        seconds[name] = round(now - clock, 1)
+        queued = LOCK_WAIT[0] - waited[0]
+        waited[0] = LOCK_WAIT[0]
+        seconds[name] = round(now - clock - queued, 1)
+        if queued:
+            seconds["lock-wait"] = round(seconds.get("lock-wait", 0.0) + queued, 1)
         clock = now
 
     say(f"build: MLX {base.tag} for {profile.name} in {slot}")
@@ -396,13 +403,9 @@ def build(opts: BuildOptions) -> BuildResult:
     cmake_args = cmake_args_for(base, profile, deps, manifest.version)
     library = None
     if not full:
-        waited = LOCK_WAIT[0]
         library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
                                jobs=opts.jobs)
         lap("compile")
-        if LOCK_WAIT[0] > waited:
-            seconds["lock-wait"] = round(LOCK_WAIT[0] - waited, 1)
-            seconds["compile"] = round(seconds["compile"] - seconds["lock-wait"], 1)
     manifest.write(slot / "manifest.json")
     # 5. package into a temporary directory next to wheels/ (same filesystem: moves are renames)
     opts.wheels.mkdir(parents=True, exist_ok=True)
@@ -514,10 +517,12 @@ def _cmd_build(args: argparse.Namespace) -> int:
     for wheel in result.wheels:
         print(wheel)
     index = (opts.wheels / "simple").resolve().as_uri()
-    print(f"\ninstall:  pip install --find-links {opts.wheels} mlx=={base.version} "
-          f"\"{profile.backend_dist}=={result.manifest.version}\"", file=sys.stderr)
-    print(f"      or:  pip install --index-url {index} mlx=={base.version} "
-          f"\"{profile.backend_dist}=={result.manifest.version}\"", file=sys.stderr)
+    version = result.manifest.version
+    frontend = version if result.manifest.inputs["packaging"] == "full" else base.version
+    print(f"\ninstall:  pip install --find-links {opts.wheels} mlx=={frontend} "
+          f"\"{profile.backend_dist}=={version}\"", file=sys.stderr)
+    print(f"      or:  pip install --index-url {index} mlx=={frontend} "
+          f"\"{profile.backend_dist}=={version}\"", file=sys.stderr)
     return 0
 
 

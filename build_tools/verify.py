@@ -323,7 +323,8 @@ def verify_wheel(
         else:
             result.checks.append(f"computation ran on {found['default_device']}")
         if stock_wheel is not None:
-            frontend = frontend_wheel or host_frontend_wheel(wheel_dir, manifest.base_version)
+            frontend = frontend_wheel or host_frontend_wheel(wheel_dir, version if own_frontend
+                                                             else manifest.base_version)
             report = abi_gate(stock_wheel, wheel, library, frontend, configured_away)
             result.abi = report
             if report.removed and not abi_must_pass:
@@ -337,11 +338,11 @@ def verify_wheel(
                     "(strong definitions, or imported by the stock frontend): " + "; ".join(shown)
                 )
             else:
+                checked = f"the frontend {frontend.name} imports" if frontend else "(no frontend wheel to check) "
                 result.checks.append(
-                    f"ABI gate: no exported symbol removed that the stock frontend "
-                    f"{'imports' if frontend else '(not checked: no frontend wheel) imports'} or that is a strong "
-                    f"definition ({len(report.added)} added, {len(report.removed_weak)} weak/unique "
-                    f"instantiations differ, {len(report.removed_configured)} configured away)"
+                    f"ABI gate: no stock export removed that {checked} or that is a strong definition "
+                    f"({len(report.added)} added, {len(report.removed_weak)} weak/unique instantiations differ, "
+                    f"{len(report.removed_configured)} configured away)"
                 )
         if problems:
             raise MlxForkError(
