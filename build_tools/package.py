@@ -552,6 +552,9 @@ def _cmd_package(args: argparse.Namespace) -> int:
     if not manifest_path.is_file():
         raise MlxForkError(f"{manifest_path} not found", hint="run `mlx-fork build` or `mlx-fork compile` first")
     manifest = Manifest.read(manifest_path)
+    if manifest.inputs.get("packaging") != "overlay":
+        raise MlxForkError(f"{manifest_path} is a {manifest.inputs.get('packaging')} build",
+                           hint="full builds are packaged by `mlx-fork build --full` itself")
     base = load_base(manifest.inputs["base"]["name"])
     profile = get_profile(manifest.inputs["platform"], manifest.inputs.get("toolchain", {}).get("deployment_target"))
     library = args.slot / "build" / profile.library

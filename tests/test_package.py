@@ -234,3 +234,29 @@ def test_stage_environments_follow_the_base() -> None:
         {"MLX_BUILD_STAGE": "0"}, {"MLX_BUILD_STAGE": "1"}, {"MLX_BUILD_STAGE": "2"}]
     assert [env for _, env in package._stage_envs(load_base("v0.32.1", root))] == [
         {}, {"MLX_BUILD_FRONTEND_PACKAGE": "1"}, {"MLX_BUILD_BACKEND_PACKAGE": "1"}]
+
+
+@pytest.mark.network
+def test_package_command_overlays_a_build_slot(tmp_path: Path, stock_cpu: Path, stand_in_so: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from build_tools.cli import main
+
+    work = tmp_path / "work"
+    (work / "stock" / "0.31.1").mkdir(parents=True)
+    shutil.copyfile(stock_cpu, work / "stock" / "0.31.1" / stock_cpu.name)
+    monkeypatch.setenv("MLX_FORK_WORK", str(work))
+    slot = tmp_path / "slot"
+    (slot / "build").mkdir(parents=True)
+    shutil.copyfile(stand_in_so, slot / "build" / "libmlx.so")
+    manifest = cpu_manifest()
+    manifest.write(slot / "manifest.json")
+    out = tmp_path / "out"
+    assert main(["package", "--slot", str(slot), "--out", str(out)]) == 0
+    wheel = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert wheel.parent == out and manifest.label in wheel.name
+    assert package.check_overlay(stock_cpu, wheel, get_profile("linux-cpu")) == []
+    full = Manifest(inputs={**manifest.inputs, "packaging": "full"})
+    full.write(slot / "manifest.json")
+    assert main(["package", "--slot", str(slot), "--out", str(out)]) == 1
+    assert "is a full build" in capsys.readouterr().err
