@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,15 +42,16 @@ EDIT_FILE = "mlx/backend/cpu/encoder.cpp"
 
 
 def timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> float:
+    """Wall time of `cmd`, minus the time an `mlx-fork build` reports queueing for MLX_FORK_BUILD_LOCK."""
     started = time.monotonic()
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     elapsed = time.monotonic() - started
+    with log.open("a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)} (see {log})")
-    return elapsed
+    waited = re.search(r"lock-wait (\d+)s", proc.stderr)
+    return elapsed - (float(waited.group(1)) if waited else 0.0)
 
 
 def make_patch(pristine: Path, scratch: Path, marker: str) -> str:
