@@ -321,6 +321,23 @@ SCENARIOS: tuple[Scenario, ...] = (
         summary="4 threads, each with its own new GPU stream, eval/async_eval concurrently",
     ),
     Scenario(
+        name="cache_trim_unretained",
+        fix="deferred cache release alone (retained references switched off)",
+        source="cache_trim.cpp",
+        env={"MLX_SIM_GPU_DELAY_US": "300", "MLX_SIM_GPU_JITTER_US": "700",
+             "MLX_SIM_MEMORY_SIZE": str(256 * MiB), "SCENARIO_CACHE_LIMIT": "0",
+             # the kill switch of patches/v0.31.1/0020 (no effect on trees without it)
+             "MLX_METAL_UNRETAINED_REFERENCES": "1"},
+        summary="cache_trim with the retained-references patch switched off by its kill switch",
+    ),
+    Scenario(
+        name="failed_command_buffer_late_handlers",
+        fix="deferred errors",
+        source="failed_command_buffer.cpp",
+        env={"MLX_SIM_GPU_DELAY_US": "200", "MLX_SIM_LATE_HANDLERS_US": "3000"},
+        summary="failed_command_buffer with completion handlers running 3 ms after waiters wake",
+    ),
+    Scenario(
         name="clear_cache_inflight",
         fix="deferred cache release",
         source="clear_cache_inflight.cpp",
