@@ -293,6 +293,9 @@ class Scenario:
     source: str  # file in build_tools/metal_sim/scenarios
     env: dict[str, str]  # simulator settings (fault injection) for every run
     summary: str
+    # Patch file names containing one of these are the fixes this scenario judges
+    # (their `Verified:` may gain `simulated` when it is red on pristine, green on patched).
+    patches: tuple[str, ...] = ()
 
 
 MiB = 1 << 20
@@ -305,6 +308,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         env={"MLX_SIM_GPU_DELAY_US": "300", "MLX_SIM_GPU_JITTER_US": "700",
              "MLX_SIM_MEMORY_SIZE": str(256 * MiB), "SCENARIO_CACHE_LIMIT": "0"},
         summary="async_eval + allocation churn, cache limit 0, small memory, late GPU completion",
+        patches=("retain-resources", "release-cached-buffers"),
     ),
     Scenario(
         name="failed_command_buffer",
@@ -312,6 +316,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         source="failed_command_buffer.cpp",
         env={"MLX_SIM_GPU_DELAY_US": "200"},
         summary="a command buffer fails with out-of-memory; expect an exception at eval, stream usable after",
+        patches=("defer-command-buffer-errors",),
     ),
     Scenario(
         name="threads_streams",
@@ -319,6 +324,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         source="threads_streams.cpp",
         env={"MLX_SIM_GPU_DELAY_US": "100", "MLX_SIM_GPU_JITTER_US": "300"},
         summary="4 threads, each with its own new GPU stream, eval/async_eval concurrently",
+        patches=("per-stream-locks",),
     ),
     Scenario(
         name="cache_trim_unretained",
@@ -329,6 +335,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              # the kill switch of patches/v0.31.1/0020 (no effect on trees without it)
              "MLX_METAL_UNRETAINED_REFERENCES": "1"},
         summary="cache_trim with the retained-references patch switched off by its kill switch",
+        patches=("release-cached-buffers",),
     ),
     Scenario(
         name="failed_command_buffer_late_handlers",
@@ -336,6 +343,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         source="failed_command_buffer.cpp",
         env={"MLX_SIM_GPU_DELAY_US": "200", "MLX_SIM_LATE_HANDLERS_US": "3000"},
         summary="failed_command_buffer with completion handlers running 3 ms after waiters wake",
+        patches=("defer-command-buffer-errors",),
     ),
     Scenario(
         name="clear_cache_inflight",
@@ -343,6 +351,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         source="clear_cache_inflight.cpp",
         env={"MLX_SIM_GPU_DELAY_US": "500", "MLX_SIM_GPU_JITTER_US": "1000"},
         summary="clear_cache() right after async_eval, no synchronize",
+        patches=("release-cached-buffers",),
     ),
 )
 
@@ -496,8 +505,29 @@ LIMITS = (
 )
 
 
+def patch_verdicts(rows: list[dict], scenarios: list[Scenario], patch_names: list[str]) -> dict[str, dict]:
+    """Per patch: the scenarios that judge it and whether it earned rung 3 (`simulated`).
+
+    Earned only when every scenario judging it ran on both trees, and at least one
+    is red on pristine and all are green on patched.
+    """
+    by_name = {r["scenario"]: r for r in rows}
+    out: dict[str, dict] = {}
+    for name in patch_names:
+        judged = [s.name for s in scenarios if any(slug in name for slug in s.patches)]
+        results = {}
+        for sname in judged:
+            cells = by_name[sname]["cells"]
+            results[sname] = {t: cells[t]["verdict"] for t in ("pristine", "patched") if t in cells}
+        complete = bool(judged) and all(len(r) == 2 for r in results.values())
+        earned = complete and any(r["pristine"] == "red" for r in results.values()) and all(
+            r["patched"] == "green" for r in results.values())
+        out[name] = {"scenarios": results, "simulated": earned}
+    return out
+
+
 def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_dir: Path,
-                 scenarios: list[Scenario]) -> tuple[Path, Path]:
+                 scenarios: list[Scenario], patch_names: list[str] | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     by = {(c.scenario, c.tree): c for c in cells}
     tree_names = list(dict.fromkeys(c.tree for c in cells))
@@ -512,7 +542,9 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
         row["red_to_green"] = bool(pristine and patched and pristine["verdict"] == "red"
                                    and patched["verdict"] == "green")
         rows.append(row)
-    data = {"base": base.name, "commit": base.commit, "trees": trees, "scenarios": rows, "limits": list(LIMITS)}
+    patches = patch_verdicts(rows, scenarios, patch_names or [])
+    data = {"base": base.name, "commit": base.commit, "trees": trees, "scenarios": rows, "patches": patches,
+            "limits": list(LIMITS)}
     json_path = out_dir / "metal-sim.json"
     json_path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -542,6 +574,14 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
         for t, c in row["cells"].items():
             if c["first_failure"]:
                 lines.append(f"  - first failure on {t}: `{c['first_failure']}`")
+    if patches:
+        lines += ["", "## Patches judged (rung 3 `simulated` = a scenario red on pristine, all green on patched)", ""]
+        for name, v in patches.items():
+            if not v["scenarios"]:
+                continue
+            res = "; ".join(f"{s}: " + " -> ".join(r.get(t, "-") for t in ("pristine", "patched"))
+                            for s, r in v["scenarios"].items())
+            lines.append(f"- {name}: {'**simulated**' if v['simulated'] else 'not earned'} ({res})")
     lines += ["", "## Trees", ""]
     lines += [f"- {name}: {desc}" for name, desc in trees.items()]
     lines += ["", "## Limits of the simulator", ""]
@@ -601,7 +641,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                 exe = build_scenario(lib, s, toolchain)
                 runs = args.runs if sanitize is None else max(1, args.runs // 4)
                 cells.append(run_cell(lib, s, exe, runs, args.timeout, failures_log))
-    json_path, md_path = write_report(base, cells, {label: desc for label, _, desc in trees}, out_dir, scenarios)
+    patch_names: list[str] = []
+    if not args.tree:
+        from .series import load_series
+
+        patch_names = [p.name for p in load_series(base).patches]
+    json_path, md_path = write_report(base, cells, {label: desc for label, _, desc in trees}, out_dir, scenarios,
+                                      patch_names)
     print(md_path.read_text())
     say(f"simulate: report {md_path} and {json_path.name}")
     return 0

@@ -118,3 +118,26 @@ def test_plan_adds_metal_backend_and_drops_cpu_only_stubs(tmp_path: Path) -> Non
 def test_cli_registers_simulate() -> None:
     args = make_parser().parse_args(["simulate", "--base", "v0.31.1", "--runs", "7", "--scenario", "cache_trim"])
     assert args.runs == 7 and args.scenario == ["cache_trim"] and args.func is simulate._cmd_simulate
+
+
+def test_patch_earns_simulated_only_when_red_on_pristine_and_green_on_patched(tmp_path: Path) -> None:
+    scen = simulate.get_scenarios(["failed_command_buffer", "cache_trim", "threads_streams"])
+    cells = [
+        simulate.Cell("pristine", "failed_command_buffer", runs=10, failures=10),
+        simulate.Cell("patched", "failed_command_buffer", runs=10, failures=0),
+        simulate.Cell("pristine", "cache_trim", runs=10, failures=0),
+        simulate.Cell("patched", "cache_trim", runs=10, failures=0),
+        simulate.Cell("pristine", "threads_streams", runs=10, failures=2),
+        simulate.Cell("patched", "threads_streams", runs=10, failures=1),
+    ]
+    names = ["0020-metal-retain-resources-referenced-by-command-buffers.patch",
+             "0022-metal-defer-command-buffer-errors-to-the-next-wait-i.patch",
+             "0023-metal-per-stream-locks-for-evaluation-from-several-t.patch",
+             "0001-cpu-defer-errors-of-stream-tasks.patch"]
+    json_path, md_path = simulate.write_report(_base(tmp_path), cells, {}, tmp_path / "out", scen, names)
+    patches = json.loads(json_path.read_text())["patches"]
+    assert patches[names[1]]["simulated"] is True
+    assert patches[names[0]]["simulated"] is False  # green on pristine: not shown red
+    assert patches[names[2]]["simulated"] is False  # still red on patched
+    assert patches[names[3]]["scenarios"] == {} and patches[names[3]]["simulated"] is False
+    assert "**simulated**" in md_path.read_text()
