@@ -322,8 +322,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         name="threads_streams",
         fix="per-stream locks",
         source="threads_streams.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "100", "MLX_SIM_GPU_JITTER_US": "300"},
-        summary="4 threads, each with its own new GPU stream, eval/async_eval concurrently",
+        env={"MLX_SIM_GPU_DELAY_US": "100", "MLX_SIM_GPU_JITTER_US": "300",
+             "SCENARIO_THREADS": "8", "SCENARIO_ITERS": "60"},
+        summary="8 threads, each with its own new GPU stream, 60 eval/async_eval each, concurrently",
         patches=("per-stream-locks",),
     ),
     Scenario(
