@@ -197,6 +197,8 @@ def validate(opts: ValidateOptions) -> dict:
             "tallies": [t.to_json() for t in tallies],
         }
 
+    _checkpoint(summary, out_dir)
+
     # 2. backported checks
     if "checks" in opts.skip:
         summary["checks"] = {"skipped": "--skip checks"}
@@ -209,6 +211,8 @@ def validate(opts: ValidateOptions) -> dict:
             "comparison": {"summary": cmp.summary(), "rows": [r.__dict__ for r in cmp.rows]},
         }
 
+    _checkpoint(summary, out_dir)
+
     # 3. upstream Python suite (needs the pinned tree)
     tree, tree_note = _pinned_tree(opts, base, work)
     if "suite" in opts.skip:
@@ -218,6 +222,8 @@ def validate(opts: ValidateOptions) -> dict:
     else:
         summary["suite"] = _guarded("upstream suite", summary,
                                     lambda: _run_upstream_suite(tree, work, stock, patched, data_dir))
+
+    _checkpoint(summary, out_dir)
 
     # 4. performance A/B
     if "perf" in opts.skip:
@@ -231,6 +237,8 @@ def validate(opts: ValidateOptions) -> dict:
             "costs": {p.name: p.cost for p in built_patches if p.cost},
             "cases": [c.to_json(documented) for c in cases],
         }
+
+    _checkpoint(summary, out_dir)
 
     # 5. C++ doctest suite (heavy: a libmlx + tests build)
     if "cxx" in opts.skip:
@@ -250,6 +258,15 @@ def validate(opts: ValidateOptions) -> dict:
     (data_dir / "summary-full.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     report.write_report(summary, out_dir)
     return summary
+
+
+def _checkpoint(summary: dict, out_dir: Path) -> None:
+    """A provisional report with the parts finished so far (marked in-progress), rewritten at the end."""
+    from . import report
+
+    partial = dict(summary, in_progress=True, notes=list(summary["notes"]))
+    partial["gates"] = report.gates(partial)
+    report.write_report(partial, out_dir, plots=False)
 
 
 def _guarded(part: str, summary: dict, fn):

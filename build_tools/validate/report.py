@@ -117,6 +117,8 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
         [[name, s["probe"].get("mlx_version", "?"), str(s["probe"].get("mlx_cpu")), str(s["probe"].get("numpy")),
           s["probe"].get("libmlx_sha256", "")[:16], ", ".join(s.get("wheels", []))] for name, s in sides.items()],
     ))
+    if summary.get("in_progress"):
+        head.blocks.append("**In progress:** this report is provisional; parts not listed yet are still running.")
     if summary.get("stock_vs_stock"):
         head.blocks.append("**Stock vs stock:** both sides load the same libmlx; this run checks the harness "
                            "and measures noise, it says nothing about a patch. Gates are informational.")
