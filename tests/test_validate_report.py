@@ -83,6 +83,14 @@ def test_gates_on_recorded_results():
     assert changes == ["fixed", "still red", "fixed"]
 
 
+def test_a_green_patched_side_is_only_fixed_with_enough_runs():
+    few_bad = tally("random_threads", "B", "stock", {CRASH: 2, OK: 3})
+    clean = tally("random_threads", "B", "patched", {OK: 5})
+    assert report.crash_change(few_bad, clean) == "fixed? (not significant)"
+    many_bad = tally("random_threads", "B", "stock", {CRASH: 20})
+    assert report.crash_change(many_bad, tally("random_threads", "B", "patched", {OK: 20})) == "fixed"
+
+
 def test_a_class_green_on_stock_and_red_on_patched_fails_the_crash_gate():
     s = recorded_summary()
     s["crash"]["tallies"][0] = tally("lapack_error", "A", "stock", {PYEXC: 20}, (OK, PYEXC))

@@ -59,10 +59,18 @@ def crash_pairs(crash: dict) -> list[tuple[dict, dict | None, dict | None]]:
 
 
 def crash_change(stock: dict | None, patched: dict | None) -> str:
+    """fixed | fixed? (not significant) | still red | not reproduced | REGRESSED.
+
+    A single bad run on patched where stock had none is a regression (a crash is never
+    noise). "fixed" needs the evidence: stock's bad-run rate lower bound above patched's
+    upper bound (95% Wilson); fewer runs than that give "fixed? (not significant)".
+    """
     if not stock or not patched:
         return "incomplete"
     s, p = stock["verdict"], patched["verdict"]
-    return {("red", "green"): "fixed", ("red", "red"): "still red", ("green", "green"): "not reproduced",
+    if (s, p) == ("red", "green"):
+        return "fixed" if stock["bad_rate_95"][0] > patched["bad_rate_95"][1] else "fixed? (not significant)"
+    return {("red", "red"): "still red", ("green", "green"): "not reproduced",
             ("green", "red"): "REGRESSED"}[(s, p)]
 
 
