@@ -63,6 +63,9 @@ def test_validate_writes_a_report_with_every_part(fake_world):
     for name in ("index.html", "summary.md", "summary.json"):
         assert (tmp_path / "report" / name).is_file()
     assert "python" not in summary["sides"]["stock"]  # no machine paths in the report
+    (tmp_path / "report" / "index.html").unlink()
+    assert main(["validate", "--render-only", "--report-dir", str(tmp_path / "report")]) == 0
+    assert "always aborts" in (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
 
 
 def test_a_class_that_regresses_on_a_real_comparison_exits_1(fake_world, monkeypatch):

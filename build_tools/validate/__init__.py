@@ -90,12 +90,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-dir", type=Path, default=None, help="default: reports/<base>-<platform>")
     p.add_argument("--work", type=Path, default=None, help="scratch dir for venvs and raw results (default: work dir)")
     p.add_argument("--fresh-venvs", action="store_true", help="recreate both venvs")
+    p.add_argument("--render-only", action="store_true",
+                   help="only re-render index.html/summary.md/plots from the report dir's summary.json")
     p.add_argument("--skip", action="append", default=[], choices=PARTS, help="leave out a part (repeatable)")
     p.add_argument("--scenario", action="append", default=[], help="run only this crash class/scenario (repeatable)")
     p.set_defaults(func=_cmd_validate)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    if args.render_only:
+        return _render_only(args)
     if args.runs is not None and args.runs < 1:
         raise MlxForkError("--runs must be at least 1")
     opts = ValidateOptions(
@@ -115,6 +119,21 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if failed and not summary["stock_vs_stock"]:
         say("FAILED gates: " + ", ".join(failed))
         return 1
+    return 0
+
+
+def _render_only(args: argparse.Namespace) -> int:
+    from . import report, venvs
+
+    out_dir = args.report_dir or reports_dir() / f"{args.base}-{venvs.platform_tag()}"
+    path = out_dir / "summary.json"
+    if not path.is_file():
+        raise MlxForkError(f"no {path} to render", hint="run `mlx-fork validate` first")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary["notes"] = [n for n in summary.get("notes", []) if not n.startswith("plots not drawn")]
+    summary["gates"] = report.gates(summary)
+    report.write_report(summary, out_dir)
+    say(f"re-rendered {out_dir}/index.html; gates: " + ", ".join(f"{k} {v}" for k, v in summary["gates"].items()))
     return 0
 
 
