@@ -224,6 +224,7 @@ def write_ninja(build: Path, units: list[CompileUnit], link_libs: list[str], too
         "-ldl", *link_libs, "-Wl,-soname,libmlx.so", "-Wl,-z,defs", "'-Wl,-rpath,$$ORIGIN'",
     ]
     if sanitize:
+        libs.remove("-Wl,-z,defs")  # the sanitizer runtime comes with the executable
         libs.insert(0, f"-fsanitize={sanitize}")
     lines.append(f"build {_ninja_escape(str(build / 'lib' / 'libmlx.so'))}: link {' '.join(objs)} | "
                  f"{_ninja_escape(str(metalsim_lib))}\n  libs = {' '.join(libs)}")

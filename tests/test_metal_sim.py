@@ -39,6 +39,28 @@ def selftest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return exe
 
 
+@pytest.fixture(scope="module")
+def selftest_tsan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same cases against a ThreadSanitizer build of the fake (its own races would
+    otherwise show up as false reports in MLX scenarios run under TSan)."""
+    try:
+        tc = metal_sim.find_toolchain()
+    except MlxForkError as exc:
+        pytest.skip(f"simulated Metal runtime needs clang 19, libc++ and BlocksRuntime: {exc}")
+    out = tmp_path_factory.mktemp("metalsim-tsan")
+    metal_sim.build_runtime(out, tc, sanitize="thread")
+    exe = out / "selftest"
+    proc = subprocess.run(
+        [tc.cxx, "-fsanitize=thread", *metal_sim.CXXFLAGS, f"-I{metal_sim.INCLUDE_DIR}", str(SELFTEST), "-o",
+         str(exe), f"-L{out}", "-lmetalsim", f"-Wl,-rpath,{out}", *tc.link_flags()],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0 and "sanitizer" in proc.stderr.lower():
+        pytest.skip(f"ThreadSanitizer does not link here: {proc.stderr.strip()[-300:]}")
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
 def run(exe: Path, case: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("MLX_SIM_")}
     full.update(env)
@@ -162,3 +184,14 @@ def test_memory_size_and_allocation_limit(selftest: Path) -> None:
     proc = run(selftest, "memory", MLX_SIM_MEMORY_SIZE=str(1 << 30))
     assert proc.returncode == 0, proc.stderr
     assert f"sysctl 0 memsize {1 << 30} recommended {(1 << 30) // 4 * 3} big nil" in proc.stdout
+
+
+@pytest.mark.parametrize("case", ["unretained", "retained", "inject-oom", "handler-thread", "shared-event",
+                                  "late-handlers"])
+def test_fake_has_no_data_races_under_thread_sanitizer(selftest_tsan: Path, case: str) -> None:
+    env = {"TSAN_OPTIONS": "halt_on_error=1"}
+    if case == "late-handlers":
+        env["MLX_SIM_LATE_HANDLERS_US"] = "20000"
+    proc = run(selftest_tsan, case, **env)
+    assert "ThreadSanitizer" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-2000:]

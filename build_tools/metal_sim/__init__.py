@@ -86,6 +86,8 @@ def build_runtime(
         *tc.link_flags(),
     ]
     if sanitize:
+        # The sanitizer runtime is linked into the executable, not into shared libraries.
+        cmd.remove("-Wl,-z,defs")
         cmd.insert(1, f"-fsanitize={sanitize}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -47,7 +47,7 @@ bool is_a(const Obj* o, const SimClass* cls) {
   if (!o || is_zombie(o)) {
     return false;
   }
-  for (SimClass* c = o->isa; c; c = c->super) {
+  for (SimClass* c = load_isa(o); c; c = c->super) {
     if (c == cls) {
       return true;
     }
@@ -981,10 +981,10 @@ void cb_wait_completed(CommandBuffer* cb, SEL) {
     fatal("-[MTLCommandBuffer waitUntilCompleted] on a command buffer that was never committed: "
           "this blocks forever on Metal");
   }
+  std::unique_lock lk(cb->mu);
   if (t_gpu_core && t_gpu_core == cb->queue->core && !cb->finished) {
     fatal("-[MTLCommandBuffer waitUntilCompleted] called from a handler on its own queue: deadlock");
   }
-  std::unique_lock lk(cb->mu);
   cb->cv.wait(lk, [&] { return cb->finished; });
 }
 void cb_wait_scheduled(CommandBuffer* cb, SEL) {

@@ -114,7 +114,7 @@ void drain_pool(Pool* p) {
     }
     st.pop_back();
     top->was = top->isa;
-    top->isa = g_zombie;
+    store_isa(top, g_zombie);
     stats().objects_live--;
     if (top == p) {
       break;
@@ -318,19 +318,19 @@ Obj* alloc_instance(SimClass* cls) {
 }
 
 bool is_zombie(const Obj* o) {
-  return o && o->isa == g_zombie;
+  return o && load_isa(o) == g_zombie;
 }
 
 bool is_object(const void* p) {
   if (!p) {
     return false;
   }
-  auto* o = static_cast<const Obj*>(p);
-  if (o->isa == g_zombie) {
+  SimClass* isa = load_isa(static_cast<const Obj*>(p));
+  if (isa == g_zombie) {
     return true;
   }
   std::shared_lock lk(registry_mutex());
-  return known_classes().count(o->isa) > 0;
+  return known_classes().count(isa) > 0;
 }
 
 void zombie_check_arg(const void* arg, const char* what) {
@@ -350,7 +350,7 @@ Obj* retain(Obj* o) {
     return o;
   }
   long before = o->rc.fetch_add(1);
-  if (before <= 0 || o->isa == g_zombie) {
+  if (before <= 0 || load_isa(o) == g_zombie) {
     fatal("retain of a deallocated %s (%p)", o->was ? o->was->name.c_str() : "object", (void*)o);
   }
   return o;
@@ -360,7 +360,7 @@ void release(Obj* o) {
   if (!o) {
     return;
   }
-  if (o->isa == g_zombie) {
+  if (load_isa(o) == g_zombie) {
     stats().zombie_messages++;
     fatal("release of a deallocated %s (%p): over-release", o->was ? o->was->name.c_str() : "object",
           (void*)o);
@@ -382,7 +382,7 @@ void release(Obj* o) {
   Obj* label = o->label;
   o->label = nullptr;
   o->was = cls;
-  o->isa = g_zombie;
+  store_isa(o, g_zombie);
   stats().objects_live--;
   if (label) {
     release(label);
@@ -507,7 +507,7 @@ extern "C" {
 __attribute__((visibility("default"))) void* metalsim_lookup(Obj* self, SEL s) {
   ensure_init();
   stats().messages++;
-  SimClass* cls = self->isa;
+  SimClass* cls = load_isa(self);
   if (cls == g_zombie) {
     stats().zombie_messages++;
     if (config().zombie_abort) {

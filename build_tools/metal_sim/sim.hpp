@@ -24,6 +24,16 @@ struct Obj {
   Obj* label{nullptr};     // NSString*, for setLabel:/label on any object
 };
 
+// `isa` is read by GPU threads (is a referenced buffer still alive?) while
+// another thread may deallocate the object: access it atomically (the field
+// itself must stay a plain pointer, it is metal-cpp's objc_object layout).
+inline SimClass* load_isa(const Obj* o) {
+  return __atomic_load_n(&o->isa, __ATOMIC_ACQUIRE);
+}
+inline void store_isa(Obj* o, SimClass* c) {
+  __atomic_store_n(&o->isa, c, __ATOMIC_RELEASE);
+}
+
 using Factory = Obj* (*)(SimClass*);
 using Finalizer = void (*)(Obj*);  // runs the C++ destructor in place; memory is kept
 
