@@ -72,3 +72,19 @@ def test_a_binary_killed_by_a_signal_is_a_crash(tmp_path):
     run = cxx.run_tests(binary, tmp_path, "patched", tmp_path / "x.xml", timeout=30)
     assert run.results["<doctest binary>"].outcome == "crash" and not run.finished
     assert run.returncode == -6
+
+
+def test_capabilities_missing_on_either_side_exclude_cases_on_both(tmp_path):
+    assert cxx.capability_excludes({"stock": {"gguf": True}, "patched": {"gguf": True}}) == {}
+    ex = cxx.capability_excludes({"stock": {"gguf": True}, "patched": {"gguf": False}})
+    assert list(ex) == ["*gguf*"] and "patched" in ex["*gguf*"]
+    body = (
+        "import sys\n"
+        "out = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--out=')][0]\n"
+        "excl = [a for a in sys.argv if a.startswith('--test-case-exclude=')]\n"
+        f"xml = {JUNIT!r}\n"
+        "open(out, 'w').write(xml.replace('test add', 'EXCLUDED ' + excl[0]) if excl else xml)\n"
+    )
+    binary = _fake_binary(tmp_path, body)
+    run = cxx.run_tests(binary, tmp_path, "stock", tmp_path / "o.xml", timeout=30, exclude=list(ex))
+    assert "test_ops.cpp::EXCLUDED --test-case-exclude=*gguf*" in run.results

@@ -384,10 +384,12 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
     except MlxForkError as exc:
         say(f"C++ tests not built: {exc}")
         return {"status": "not-run", "reason": f"build failed: {exc.message}", "hint": exc.hint or ""}
+    excludes = cxx.capability_excludes({"stock": stock.probe, "patched": patched.probe})
     runs = {}
     for side in (stock, patched):
         say(f"C++ doctest suite: {side.name} tree's binary against the {side.name} libmlx")
-        run = cxx.run_tests(binaries[side.name], cxx.side_lib_dir(side.venv), side.name, work / f"cxx-{side.name}.xml")
+        run = cxx.run_tests(binaries[side.name], cxx.side_lib_dir(side.venv), side.name, work / f"cxx-{side.name}.xml",
+                            exclude=list(excludes))
         say(f"  {side.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(run.counts().items())))
         (data_dir / f"cxx-{side.name}.json").write_text(json.dumps(run.to_json(), indent=1), encoding="utf-8")
         runs[side.name] = run
@@ -399,6 +401,7 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
                  "each run with the libmlx its side installed"
                  + ("" if build_patched else "; the patched side runs stock MLX or the series is empty, so both "
                                              "sides use the one pristine build")),
+        "capability_skips": excludes,
         "stock": {k: v for k, v in runs["stock"].to_json().items() if k != "results"},
         "patched": {k: v for k, v in runs["patched"].to_json().items() if k != "results"},
         "comparison": {"summary": cmp.summary(), "parity": cmp.parity,

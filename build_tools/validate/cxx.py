@@ -86,12 +86,32 @@ def parse_junit(text: str, side: str) -> SuiteRun:
     return run
 
 
-def run_tests(binary: Path, lib_dir: Path, side: str, out_xml: Path, timeout: float = 900.0) -> SuiteRun:
+# Capabilities a side may lack -> doctest test-case name filter and reason (as suite.CAPABILITIES).
+CAPABILITY_FILTERS: dict[str, tuple[str, str]] = {
+    "gguf": ("*gguf*", "GGUF support not built (MLX_BUILD_GGUF=OFF: no offline gguflib) on {sides}"),
+}
+
+
+def capability_excludes(probes: dict[str, dict]) -> dict[str, str]:
+    """doctest name filter -> reason, for capabilities missing on any side; excluded on both sides alike."""
+    out: dict[str, str] = {}
+    for key, (pattern, reason) in CAPABILITY_FILTERS.items():
+        lacking = sorted(side for side, probe in probes.items() if not probe.get(key, False))
+        if lacking:
+            out[pattern] = reason.format(sides=" and ".join(lacking))
+    return out
+
+
+def run_tests(binary: Path, lib_dir: Path, side: str, out_xml: Path, timeout: float = 900.0,
+              exclude: list[str] | None = None) -> SuiteRun:
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = str(lib_dir) + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     started = time.monotonic()
     out_xml.unlink(missing_ok=True)
-    proc = subprocess.Popen([str(binary), "--reporters=junit", f"--out={out_xml}", "--no-path-filenames"],
+    cmd = [str(binary), "--reporters=junit", f"--out={out_xml}", "--no-path-filenames"]
+    if exclude:
+        cmd.append("--test-case-exclude=" + ",".join(exclude))
+    proc = subprocess.Popen(cmd,
                             cwd=binary.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     timed_out = False

@@ -270,6 +270,9 @@ def _cxx_section(c: dict) -> Section:
         sec.blocks.append(Table(["test", "stock", "patched", "status", "note"],
                                 [[r["test"], r["stock"], r["patched"], r["status"], r["note"][:200]] for r in comp["rows"]],
                                 [_cls(r["status"]) for r in comp["rows"]]))
+    if c.get("capability_skips"):
+        sec.blocks.append("Test cases excluded on both sides because a side lacks the capability:")
+        sec.blocks.append([f"{k}: {v}" for k, v in c["capability_skips"].items()])
     return sec
 
 
