@@ -35,8 +35,10 @@ def test_a_patched_frontend_is_used_when_present(tmp_path):
     touch(tmp_path, "mlx_cpu-0.31.1+fork.1-py3-none-manylinux_2_35_x86_64.whl")
     import sys
     cp = f"cp{sys.version_info.major}{sys.version_info.minor}"
-    front = touch(tmp_path, f"mlx-0.31.1+fork.1-{cp}-{cp}-manylinux_2_35_x86_64.whl")
+    front = touch(tmp_path, f"mlx-0.31.1+fork.1-{cp}-{cp}-manylinux_2_35_x86_64.whl", age=50)
     touch(tmp_path, "mlx-0.31.1+fork.1-cp27-cp27-manylinux_2_35_x86_64.whl")
+    touch(tmp_path, f"mlx-0.31.1+fork.2-{cp}-{cp}-manylinux_2_35_x86_64.whl")  # another build: never mixed in
+    touch(tmp_path, f"mlx-0.31.1-{cp}-{cp}-manylinux_2_35_x86_64.whl")  # stock mirror: only for overlay builds
     assert venvs.find_patched_wheels(tmp_path, "0.31.1")[1] == front
 
 

@@ -158,10 +158,11 @@ def find_patched_wheels(wheels: Path, version: str) -> tuple[Path, Path | None]:
             hint="run `mlx-fork build --base B` first, or pass --wheels DIR",
         )
 
-    def pick(dist: str) -> Path | None:
+    def pick(dist: str, exact: str | None = None) -> Path | None:
         found = [
             p for p in wheels.rglob(f"{dist}-*.whl")
             if _is_release(_wheel_version(p), version) and _compatible(p)
+            and (exact is None or _wheel_version(p) == exact)
         ]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
@@ -171,7 +172,10 @@ def find_patched_wheels(wheels: Path, version: str) -> tuple[Path, Path | None]:
             f"no {BACKEND_DIST} wheel of release {version} for this platform under {wheels}",
             hint="run `mlx-fork build --base B` (it writes wheels/), or pass --wheels DIR",
         )
-    return backend, pick(FRONTEND_DIST)
+    # The frontend must come from the same build (full packaging: same version and label);
+    # an unlabelled frontend is the stock one mirrored next to an overlay backend.
+    frontend = pick(FRONTEND_DIST, exact=_wheel_version(backend))
+    return backend, frontend
 
 
 def _requirement_files(stock_dir: Path, version: str) -> tuple[Path, Path, Path]:
