@@ -66,7 +66,9 @@ def make_patch(pristine: Path, scratch: Path, marker: str) -> str:
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "base"], check=True)
-    target.write_text(target.read_text() + f"// benchmark edit {marker}\n")
+    # Real code, not a comment: a comment-only change is a ccache hit after preprocessing.
+    target.write_text(target.read_text()
+                      + f"\nnamespace mlx::core::cpu {{ int benchmark_edit_{marker}() {{ return {len(marker)}; }} }}\n")
     body = ("Benchmark edit\n\nDescription: benchmark edit\nOrigin: vendor\nForwarded: not-needed\n"
             "Author: Bench <bench@example.com>\nLast-Update: 2026-01-01\nBackends: cpu\n"
             "Retire-When: never\nPublic-Headers: no\nVerified: applies\n")

@@ -205,8 +205,9 @@ def build_lock() -> Iterator[None]:
             say(f"compile: waiting for the build lock {path}")
             waited = time.monotonic()
             fcntl.flock(fh, fcntl.LOCK_EX)
-            LOCK_WAIT[0] += time.monotonic() - waited
-            say(f"compile: got the build lock after {_fmt_seconds(LOCK_WAIT[0])}")
+            waited = time.monotonic() - waited
+            LOCK_WAIT[0] += waited
+            say(f"compile: got the build lock after {_fmt_seconds(waited)}")
         try:
             yield
         finally:
