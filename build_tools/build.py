@@ -76,6 +76,24 @@ class BuildResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def slot_lock(slot: Path) -> Iterator[None]:
+    """One build per slot at a time: two would rewrite each other's src/ and build/."""
+    slot.mkdir(parents=True, exist_ok=True)
+    with open(slot / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MlxForkError(
+                f"another mlx-fork build is using {slot}",
+                hint="wait for it, or give this build its own MLX_FORK_WORK",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def slot_dir(work: Path, base: BasePin, profile: Profile) -> Path:
     name = profile.name if profile.deployment_target is None else f"{profile.name}-{profile.deployment_target}"
     return work / base.name / name
@@ -316,6 +334,11 @@ def _apply_series(series, pristine: Path, dest: Path) -> None:
 
 
 def build(opts: BuildOptions) -> BuildResult:
+    with slot_lock(slot_dir(opts.work, opts.base, opts.profile)):
+        return _build(opts)
+
+
+def _build(opts: BuildOptions) -> BuildResult:
     from .index import write_index
     from .package import add_provenance, fetch_frontend_wheels, fetch_stock_wheel, full_wheels, overlay_wheel
     from .series import load_series
@@ -499,6 +522,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_platform_args(comp)
     comp.add_argument("--tree", type=Path, required=True, help="patched MLX source tree")
     comp.add_argument("--build-dir", type=Path, required=True, help="CMake build directory")
+    comp.add_argument("--deps-dir", type=Path, default=None,
+                      help="where dependency shims are written (default: <build-dir>/../deps, as in a build slot)")
     comp.add_argument("--version", dest="mlx_version", default=None,
                       help="MLX_VERSION compiled into libmlx (default: <base version>+local)")
     comp.set_defaults(func=_cmd_compile)
@@ -531,7 +556,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     base = load_base(args.base)
     profile = get_profile(args.platform, args.macos_target)
     build_dir = args.build_dir.resolve()
-    deps_dir = build_dir / "_mlx_fork_deps"
+    # Same layout as a build slot (<dir>/build + <dir>/deps): identical compile lines, so
+    # ccache (with CCACHE_BASEDIR) shares hits with `mlx-fork build`.
+    deps_dir = (args.deps_dir or build_dir.parent / "deps").resolve()
     stock = None
     if profile.is_macos:
         from .package import fetch_stock_wheel
@@ -543,5 +570,6 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     version = args.mlx_version or f"{base.version}+local"
     library = compile_tree(args.tree.resolve(), build_dir, cmake_args_for(base, profile, deps, version),
                            build_dir / "mlx-fork-logs", work=work_dir(), profile=profile, jobs=args.jobs)
+    say(f"compile: logs in {build_dir / 'mlx-fork-logs'}")
     print(library)
     return 0

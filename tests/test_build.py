@@ -275,3 +275,36 @@ def test_every_linux_stock_backend_is_pinned(base_name: str, platform_name: str,
     base = load_base(base_name, Path(__file__).resolve().parent.parent / "patches")
     profile = get_profile(platform_name, machine=machine)
     assert stock_backend_filename(base, profile) in stock_pins(base)
+
+
+def test_a_slot_takes_one_build_at_a_time(tmp_path: Path) -> None:
+    with build_mod.slot_lock(tmp_path / "slot"):
+        with pytest.raises(MlxForkError, match="another mlx-fork build is using"):
+            with build_mod.slot_lock(tmp_path / "slot"):
+                pass
+    with build_mod.slot_lock(tmp_path / "slot"):  # released again
+        pass
+
+
+def test_compile_command_runs_configure_and_ninja_on_a_patched_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bin_dir = tmp_path / "bin"
+    calls = tmp_path / "calls"
+    _fake_tool(bin_dir, "cmake", f'echo "cmake $@" >> {calls}\nwhile [ $# -gt 0 ]; do if [ "$1" = -B ]; then '
+               'mkdir -p "$2"; touch "$2/build.ninja"; fi; shift; done\n')
+    _fake_tool(bin_dir, "ninja", f'echo "ninja $@" >> {calls}\ntouch "$2/libmlx.so"\necho "[1/1] Linking CXX shared library libmlx.so"\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("MLX_FORK_WORK", str(tmp_path / "work"))
+    monkeypatch.delenv("MLX_FORK_BUILD_LOCK", raising=False)
+    (tmp_path / "x" / "src").mkdir(parents=True)
+    if not Path("/usr/include/nlohmann/json.hpp").is_file():
+        pytest.skip("system nlohmann-json is not installed (scripts/setup installs it)")
+    rc = main(["compile", "--platform", "linux-cpu", "--tree", str(tmp_path / "x" / "src"),
+               "--build-dir", str(tmp_path / "x" / "build"), "--version", "0.31.1+test"])
+    assert rc == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "x" / "build" / "libmlx.so")
+    cmake_line, ninja_line = calls.read_text().splitlines()
+    assert "-DMLX_VERSION=0.31.1+test" in cmake_line and "-DBUILD_SHARED_LIBS=ON" in cmake_line
+    assert f"-DFETCHCONTENT_SOURCE_DIR_JSON={tmp_path / 'x' / 'deps' / 'json'}" in cmake_line
+    assert ninja_line.endswith(" mlx")
