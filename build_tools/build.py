@@ -338,6 +338,17 @@ def build(opts: BuildOptions) -> BuildResult:
         return _build(opts)
 
 
+def check_host(profile: Profile) -> None:
+    """Refuse a profile this host cannot compile (the macOS build needs Xcode's Metal compiler)."""
+    if profile.is_macos and sys.platform != "darwin":
+        raise MlxForkError(
+            "the macos-metal profile compiles Metal kernels and needs macOS with Xcode",
+            hint="build it on a Mac (or the CI macOS jobs); on Linux use --platform linux-cpu",
+        )
+    if profile.name.startswith("linux") and not sys.platform.startswith("linux"):
+        raise MlxForkError(f"the {profile.name} profile builds on Linux", hint="use --platform auto")
+
+
 def _build(opts: BuildOptions) -> BuildResult:
     from .index import write_index
     from .package import add_provenance, fetch_frontend_wheels, fetch_stock_wheel, full_wheels, overlay_wheel
@@ -346,6 +357,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     from .verify import abi_summary, installed_headers_touched, manifest_for, verify_wheel
 
     base, profile, work = opts.base, opts.profile, opts.work
+    check_host(profile)
     slot = slot_dir(work, base, profile)
     logs = slot / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -555,6 +567,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     base = load_base(args.base)
     profile = get_profile(args.platform, args.macos_target)
+    check_host(profile)
     build_dir = args.build_dir.resolve()
     # Same layout as a build slot (<dir>/build + <dir>/deps): identical compile lines, so
     # ccache (with CCACHE_BASEDIR) shares hits with `mlx-fork build`.

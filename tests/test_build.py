@@ -308,3 +308,13 @@ def test_compile_command_runs_configure_and_ninja_on_a_patched_tree(
     assert "-DMLX_VERSION=0.31.1+test" in cmake_line and "-DBUILD_SHARED_LIBS=ON" in cmake_line
     assert f"-DFETCHCONTENT_SOURCE_DIR_JSON={tmp_path / 'x' / 'deps' / 'json'}" in cmake_line
     assert ninja_line.endswith(" mlx")
+
+
+def test_a_profile_the_host_cannot_compile_is_refused_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_mod.sys, "platform", "linux")
+    with pytest.raises(MlxForkError, match="needs macOS with Xcode"):
+        build_mod.check_host(get_profile("macos-metal", "14.0"))
+    build_mod.check_host(get_profile("linux-cpu", machine="x86_64"))
+    monkeypatch.setattr(build_mod.sys, "platform", "darwin")
+    with pytest.raises(MlxForkError, match="builds on Linux"):
+        build_mod.check_host(get_profile("linux-cpu", machine="x86_64"))
