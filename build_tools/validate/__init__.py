@@ -269,7 +269,8 @@ def validate(opts: ValidateOptions) -> dict:
     else:
         summary["cxx"] = _guarded("C++ suite", summary,
                                   lambda: _run_cxx_suite(base, tree, work, stock, patched, patches, data_dir,
-                                                         patched_is_stock=stock_vs_stock))
+                                                         patched_is_stock=stock_vs_stock,
+                                                         wheel_patches=wheel_patches))
 
 
     summary["gates"] = report.gates(summary)
@@ -351,7 +352,7 @@ def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dic
 
 
 def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Path,
-                   patched_is_stock: bool = False) -> dict:
+                   patched_is_stock: bool = False, wheel_patches: list[dict] | None = None) -> dict:
     """Build the doctest binary from the pristine and the patched tree; run each against its side's libmlx."""
     import shutil
 
@@ -361,17 +362,22 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
     from ..series import load_series
 
     binaries: dict[str, Path] = {}
+    # The patched tree's tests only make sense with a library built from that tree (headers may differ),
+    # so the tree must be the one the patched wheel was built from.
+    if patched_is_stock or wheel_patches == []:
+        build_patched = False  # stock, or a rebuild with an empty series: the pristine tree
+    elif wheel_patches is None:
+        build_patched = bool(patches)  # no provenance (--libmlx): assume the current series
+    elif len(wheel_patches) == len(patches) and all(p.in_wheel for p in patches):
+        build_patched = True
+    else:
+        return {"status": "not-run",
+                "reason": "the patched wheel holds a different series than patches/ (see notes): "
+                          "its tree cannot be rebuilt for the C++ tests"}
     try:
         # Stable source dirs whose unchanged files keep their mtimes: rebuilds stay incremental.
         sync_tree(tree.path, work / "cxx-src-stock")
         binaries["stock"] = cxx.build_tests(base, work / "cxx-src-stock", work, "stock")
-        # The patched tree's tests only make sense with a library built from that tree (headers may differ).
-        in_build = [p for p in patches if p.in_wheel is not False]
-        if in_build and len(in_build) != len(patches):
-            return {"status": "not-run",
-                    "reason": "the patched wheel holds a different series than patches/ (see notes): "
-                              "its tree cannot be rebuilt for the C++ tests"}
-        build_patched = bool(in_build) and not patched_is_stock
         if build_patched:
             queue = work / "cxx-queue"
             if queue.exists():
