@@ -152,7 +152,8 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
         pat.blocks.append(Table(["patch", "description", "backends", "verified (ladder rungs)", "documented cost",
                                  "in the patched build"],
                                 [[p["name"], p["description"], ", ".join(p["backends"]), ", ".join(p["verified"]) or "-",
-                                  p["cost"] or "-", in_wheel[p.get("in_wheel")]] for p in summary["patches"]]))
+                                  " ".join(p["cost"].split()) or "-", in_wheel[p.get("in_wheel")]]
+                                 for p in summary["patches"]]))
     else:
         pat.blocks.append("The series is empty: the patched side is stock MLX built from source (or the stock wheels).")
     secs.append(pat)
@@ -288,7 +289,7 @@ def _perf_section(perf: dict) -> Section:
         "interquartile spread. The gate uses the CPU-time ratio of the single-thread cases "
         f"({perf['gate'][0]}-{perf['gate'][1]}): on a shared machine wall time mostly measures the neighbours.")
     if perf.get("costs"):
-        sec.blocks.append([f"{k}: documented cost: {v}" for k, v in perf["costs"].items()])
+        sec.blocks.append([f"{k}: documented cost: {' '.join(v.split())}" for k, v in perf["costs"].items()])
     rows, classes = [], []
     for c in perf["cases"]:
         sp = c.get("spread") or {}
