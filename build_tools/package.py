@@ -440,7 +440,7 @@ def full_wheels(
     the frontend stage and the backend stage. Linux wheels are then repaired
     to the stock manylinux tag (the frontend without vendoring libmlx).
     """
-    from .build import run_with_progress
+    from .build import build_lock, run_with_progress
 
     work = work or work_dir()
     python = full_build_python(work)
@@ -462,21 +462,23 @@ def full_wheels(
     out_dir.mkdir(parents=True, exist_ok=True)
     raw = out_dir / ".setup-py"
     try:
-        for which, stage_env in _stage_envs(base):
-            run([python, driver.name, version, "clean", "--all"], step=f"setup.py clean ({which})", cwd=tree,
-                env={**env_base, **stage_env}, log=log)
-            command = ["build_ext"] if which == "stubs" else ["bdist_wheel", "--dist-dir", str(raw / which)]
-            say(f"full packaging: setup.py {which} stage (log: {log})")
-            run_with_progress([str(python), driver.name, version, *command], step=f"setup.py {which}",
-                              cwd=tree, env={**env_base, **stage_env}, log=log)
-            if which == "stubs":
-                if not list((tree / "python" / "mlx" / "core").glob("*.pyi")):
-                    raise MlxForkError("the stub build produced no mlx/core/*.pyi", hint=f"see {log}")
-                continue
-            built = sorted((raw / which).glob("*.whl"))
-            if len(built) != 1:
-                raise MlxForkError(f"setup.py {which} stage produced {len(built)} wheels", hint=f"see {log}")
-            wheels.append(_repair_full(built[0], which, profile, out_dir, python, log))
+        # One lock for all three stages: queue once, not three times, on a shared machine.
+        with build_lock():
+            for which, stage_env in _stage_envs(base):
+                run([python, driver.name, version, "clean", "--all"], step=f"setup.py clean ({which})", cwd=tree,
+                    env={**env_base, **stage_env}, log=log)
+                command = ["build_ext"] if which == "stubs" else ["bdist_wheel", "--dist-dir", str(raw / which)]
+                say(f"full packaging: setup.py {which} stage (log: {log})")
+                run_with_progress([str(python), driver.name, version, *command], step=f"setup.py {which}",
+                                  cwd=tree, env={**env_base, **stage_env}, log=log, locked=False)
+                if which == "stubs":
+                    if not list((tree / "python" / "mlx" / "core").glob("*.pyi")):
+                        raise MlxForkError("the stub build produced no mlx/core/*.pyi", hint=f"see {log}")
+                    continue
+                built = sorted((raw / which).glob("*.whl"))
+                if len(built) != 1:
+                    raise MlxForkError(f"setup.py {which} stage produced {len(built)} wheels", hint=f"see {log}")
+                wheels.append(_repair_full(built[0], which, profile, out_dir, python, log))
     finally:
         driver.unlink(missing_ok=True)
         shutil.rmtree(raw, ignore_errors=True)
