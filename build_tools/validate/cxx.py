@@ -45,12 +45,25 @@ def build_tests(base: BasePin, tree: Path, work: Path, name: str) -> Path:
     logs = work / "logs"
     say(f"C++ tests ({name} tree): configure {build}")
     configure(tree, build, args, logs / f"cxx-configure-{name}.log", env)
-    say(f"C++ tests ({name} tree): ninja tests (libmlx + the doctest binary; about 10 min cold on 2 cores)")
-    ninja(build, NINJA_TARGET, logs / f"cxx-compile-{name}.log", env, jobs=min(2, os.cpu_count() or 1))
+    if _up_to_date(build, env):
+        say(f"C++ tests ({name} tree): up to date")
+    else:
+        say(f"C++ tests ({name} tree): ninja tests (libmlx + the doctest binary; about 10 min cold on 2 cores)")
+        ninja(build, NINJA_TARGET, logs / f"cxx-compile-{name}.log", env, jobs=min(2, os.cpu_count() or 1))
     binary = build / "tests" / "tests"
     if not binary.is_file():
         raise MlxForkError(f"C++ test build finished but {binary} is missing")
     return binary
+
+
+def _up_to_date(build: Path, env: dict[str, str]) -> bool:
+    """True when ninja has nothing to do: no need to queue for the shared build lock."""
+    try:
+        proc = subprocess.run(["ninja", "-C", str(build), "-n", NINJA_TARGET], capture_output=True, text=True,
+                              env={**os.environ, **env})
+    except FileNotFoundError:
+        return False
+    return proc.returncode == 0 and "no work to do" in proc.stdout
 
 
 def side_lib_dir(venv: Path) -> Path:
