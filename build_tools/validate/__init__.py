@@ -393,7 +393,7 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
     excludes = cxx.capability_excludes({"stock": stock.probe, "patched": patched.probe})
     runs = {}
     for side in (stock, patched):
-        say(f"C++ doctest suite: {side.name} tree's binary against the {side.name} libmlx")
+        say(f"C++ doctest suite against the {side.name} libmlx")
         run = cxx.run_tests(binaries[side.name], cxx.side_lib_dir(side.venv), side.name, work / f"cxx-{side.name}.xml",
                             exclude=list(excludes))
         say(f"  {side.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(run.counts().items())))
