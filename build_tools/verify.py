@@ -4,7 +4,7 @@ In a fresh virtual environment, install the stock frontend `mlx==<version>` and
 our backend `<dist>==<version>+<label>` with plain pip from wheels/ (as an index,
 or with --find-links), import mlx.core, and check that
   - mx.__version__ is `<version>+<label>` (the loaded libmlx identifies itself),
-  - the libmlx mapped into the process (/proc/self/maps) is the installed one,
+  - the libmlx mapped into the process (/proc/self/maps; dyld's image list on macOS) is the installed one,
     and its sha256 is the one the manifest recorded,
   - mlx/lib/mlx-fork.json (provenance) matches the build manifest,
   - a small computation runs.
@@ -38,13 +38,31 @@ from .wheelfile import wheel_info
 PROBE = r"""
 import hashlib, json, os, sys
 import mlx.core as mx
-lib = None
-with open("/proc/self/maps") as fh:
-    for line in fh:
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        if os.path.basename(path).startswith("libmlx."):
-            lib = path
-            break
+
+
+def loaded_libmlx():
+    """The libmlx file the dynamic loader actually mapped into this process."""
+    if sys.platform == "darwin":  # no /proc: ask dyld for its image list
+        import ctypes
+        dyld = ctypes.CDLL("/usr/lib/libSystem.B.dylib")
+        dyld._dyld_image_count.restype = ctypes.c_uint32
+        dyld._dyld_get_image_name.restype = ctypes.c_char_p
+        dyld._dyld_get_image_name.argtypes = [ctypes.c_uint32]
+        for i in range(dyld._dyld_image_count()):
+            path = dyld._dyld_get_image_name(i).decode()
+            if os.path.basename(path).startswith("libmlx."):
+                return path
+        return None
+    with open("/proc/self/maps") as fh:
+        for line in fh:
+            fields = line.split()
+            path = fields[-1] if len(fields) >= 6 else ""
+            if os.path.basename(path).startswith("libmlx."):
+                return path
+    return None
+
+
+lib = loaded_libmlx()
 # mlx is a namespace-like package spread over the frontend and backend wheels;
 # mlx.core (the frontend's extension module) sits in the installed mlx/ dir.
 pkg = os.path.dirname(os.path.realpath(mx.__file__))
