@@ -41,7 +41,7 @@ import mlx.core as mx
 
 
 def loaded_libmlx():
-    """The libmlx file the dynamic loader actually mapped into this process."""
+    # The libmlx file the dynamic loader actually mapped into this process.
     if sys.platform == "darwin":  # no /proc: ask dyld for its image list
         import ctypes
         dyld = ctypes.CDLL("/usr/lib/libSystem.B.dylib")
