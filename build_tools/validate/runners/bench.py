@@ -95,20 +95,29 @@ def case_matmul(scale):
 
 
 def case_threads(scale, threads=4):
-    """Throughput of `threads` Python threads, each evaluating small graphs on its own CPU stream."""
-    streams = [mx.new_stream(mx.cpu) for _ in range(threads)]
+    """Throughput of `threads` Python threads, each evaluating small graphs on its own CPU stream.
+
+    v0.32+ streams belong to the thread that made them (thread-local streams exist
+    there), so each thread makes its own; on v0.31.x the streams are made and first
+    used on the main thread, because stock registers new streams without a lock.
+    """
+    per_thread = hasattr(mx, "new_thread_local_stream")
+    streams = [None if per_thread else mx.new_stream(mx.cpu) for _ in range(threads)]
     inputs = []
-    for s in streams:  # first use of each stream on one thread (stock registers streams unlocked)
-        with mx.stream(s):
-            x = mx.random.normal(shape=(64, 64), key=mx.random.key(len(inputs)))
-            mx.eval((x @ x).sum())
+    for i in range(threads):
+        x = mx.random.normal(shape=(64, 64), key=mx.random.key(i))
+        mx.eval(x)
+        if streams[i] is not None:
+            with mx.stream(streams[i]):
+                mx.eval((x @ x).sum())
         inputs.append(x)
     n = max(1, int(50 * scale))
     errors = []
 
     def work(i):
         try:
-            with mx.stream(streams[i]):
+            stream = streams[i] if streams[i] is not None else mx.new_stream(mx.cpu)
+            with mx.stream(stream):
                 x = inputs[i]
                 for _ in range(n):
                     mx.eval((mx.tanh(x @ x) + 1).sum())
