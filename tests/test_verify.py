@@ -175,3 +175,19 @@ def test_installed_header_changes_are_found() -> None:
         _patch("0003-private.patch", "mlx/backend/metal/kernels.h"),
     ]
     assert verify.installed_headers_touched(patches) == {"0002-header.patch": ["mlx/scheduler.h"]}
+
+
+def test_verify_command_checks_the_newest_patched_wheel_against_its_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from build_tools.cli import main
+
+    lib = compile_lib(tmp_path, manifest_for(b"").version)
+    manifest = manifest_for(lib)
+    wheels, backend, _ = publish(tmp_path, lib, manifest)
+    assert main(["verify", "--dir", str(wheels), "--no-abi"]) == 1  # no manifest recorded for it yet
+    assert "no build manifest" in capsys.readouterr().err
+    manifest.write(verify.manifest_for(wheels, backend))
+    assert main(["verify", "--dir", str(wheels), "--no-abi"]) == 0
+    out = capsys.readouterr().out
+    assert f"verified {backend.name}" in out and f"mx.__version__ == {manifest.version}" in out
