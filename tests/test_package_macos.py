@@ -31,6 +31,12 @@ def stock_metal() -> Path:
     return stock_wheel("v0.31.1", "mlx-metal", "0.31.1", "macosx_14_0_arm64")
 
 
+@pytest.fixture(scope="module", params=MACOS_TARGETS)
+def stock_metal_any(request: pytest.FixtureRequest) -> tuple[str, Path]:
+    target = request.param
+    return target, stock_wheel("v0.31.1", "mlx-metal", "0.31.1", f"macosx_{target.split('.')[0]}_0_arm64")
+
+
 def metal_manifest(target: str = "14.0") -> Manifest:
     profile = get_profile("macos-metal", target)
     return Manifest(inputs={
@@ -45,20 +51,22 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_metal_overlay_keeps_metallib_and_sets_version(tmp_path: Path, stock_metal: Path) -> None:
-    profile = get_profile("macos-metal", "14.0")
+def test_metal_overlay_keeps_metallib_and_sets_version(tmp_path: Path, stock_metal_any: tuple[str, Path]) -> None:
+    target, stock_metal = stock_metal_any
+    tag = f"macosx_{target.split('.')[0]}_0_arm64"
+    profile = get_profile("macos-metal", target)
     stand_in = tmp_path / "libmlx.dylib"
     stand_in.write_bytes(b"\xcf\xfa\xed\xfe" + b"stand-in libmlx for macOS arm64" * 100)
-    manifest = metal_manifest()
+    manifest = metal_manifest(target)
     wheel = package.overlay_wheel(stock_metal, stand_in, profile, manifest, tmp_path / "out")
 
-    assert wheel.name == f"mlx_metal-0.31.1+{manifest.label}-py3-none-macosx_14_0_arm64.whl"
+    assert wheel.name == f"mlx_metal-0.31.1+{manifest.label}-py3-none-{tag}.whl"
     assert manifest.label.startswith("fork.1.h")
     assert check_record(wheel) == []
     assert package.check_overlay(stock_metal, wheel, profile) == []
     assert wheel_info(wheel).version.local == manifest.label
     assert metadata_field(wheel, "Version") == [f"0.31.1+{manifest.label}"]
-    assert wheel_tags(wheel) == wheel_tags(stock_metal) == ["py3-none-macosx_14_0_arm64"]
+    assert wheel_tags(wheel) == wheel_tags(stock_metal) == [f"py3-none-{tag}"]
     with zipfile.ZipFile(stock_metal) as zs, zipfile.ZipFile(wheel) as zw:
         metallib = zs.read("mlx/lib/mlx.metallib")
         assert len(metallib) > 50_000_000  # the real compiled kernels
@@ -68,7 +76,7 @@ def test_metal_overlay_keeps_metallib_and_sets_version(tmp_path: Path, stock_met
         assert headers and all(zw.read(n) == zs.read(n) for n in headers)
         provenance = json.loads(zw.read("mlx/lib/mlx-fork.json"))
         names = zw.namelist()
-    assert provenance["inputs"]["toolchain"]["deployment_target"] == "14.0"
+    assert provenance["inputs"]["toolchain"]["deployment_target"] == target
     assert provenance["outputs"]["libmlx_sha256"] == sha(stand_in.read_bytes())
     assert names[-1] == f"mlx_metal-0.31.1+{manifest.label}.dist-info/RECORD"
 
