@@ -1,0 +1,121 @@
+"""`mlx-fork build` orchestration without MLX: stages replaced by stand-ins, the real build() in between.
+
+Checks what the pipeline itself promises: the order of the steps, the label and
+manifest it records, that a failing step leaves nothing in wheels/, and that a
+successful build publishes wheel + manifest + index.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from build_tools import build as build_mod
+from build_tools import package, patchqueue, source, verify
+from build_tools.bases import load_base
+from build_tools.deps import Provisioned
+from build_tools.errors import MlxForkError
+from build_tools.profiles import get_profile
+from build_tools.wheelfile import rewrite_wheel
+
+from test_package import make_wheel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    project = tmp_path / "project"
+    base_dir = project / "patches" / "v0.31.1"
+    base_dir.mkdir(parents=True)
+    shutil.copyfile(ROOT / "patches" / "v0.31.1" / "base.toml", base_dir / "base.toml")
+    (base_dir / "series").write_text("# empty\n")
+    monkeypatch.setenv("MLX_FORK_ROOT", str(project))
+    tree = tmp_path / "pristine"
+    (tree / "mlx").mkdir(parents=True)
+    (tree / "mlx" / "a.cpp").write_text("int a;\n")
+    stock = make_wheel(tmp_path / "stock", "mlx_cpu", "0.31.1",
+                       files={"mlx/lib/libmlx.so": b"stock", "mlx_cpu.libs/libblas.so": b"blas"},
+                       tag="py3-none-manylinux_2_35_x86_64")
+    steps: list[str] = []
+
+    def fake_source(base, src, work):
+        steps.append("source")
+        return source.PristineTree(base.name, tree, "test tree", base.commit, base.tree, 1)
+
+    def fake_apply(series, pristine, dest):
+        steps.append("series")
+        shutil.copytree(pristine, dest)
+
+    def fake_compile(tree_dir, build_dir, cmake_args, logs, **kw):
+        steps.append("compile")
+        assert any(a.startswith("-DMLX_VERSION=0.31.1+fork.0.h") for a in cmake_args)
+        assert (tree_dir / "mlx" / "a.cpp").is_file()  # the synced patched tree
+        build_dir.mkdir(parents=True, exist_ok=True)
+        (build_dir / "libmlx.so").write_bytes(b"patched")
+        return build_dir / "libmlx.so"
+
+    def fake_overlay(stock_wheel, library, profile, manifest, out_dir, **kw):
+        steps.append("package")
+        manifest.outputs["libmlx_sha256"] = "0" * 64
+        return rewrite_wheel(stock_wheel, out_dir, version=manifest.version,
+                             replace={"mlx/lib/libmlx.so": library.read_bytes()})
+
+    state = {"verify_error": None}
+
+    def fake_verify(wheel, manifest, **kw):
+        steps.append("verify")
+        assert kw["wheel_dir"] != project / "wheels"  # verified before publishing
+        assert (kw["wheel_dir"] / "simple" / "index.html").is_file()
+        if state["verify_error"]:
+            raise MlxForkError(state["verify_error"])
+        return verify.VerifyResult(wheel.name, manifest.version, "/x/libmlx.so", ["ok"])
+
+    monkeypatch.setattr(source, "prepare_source", fake_source)
+    monkeypatch.setattr(patchqueue, "apply_series", fake_apply)
+    monkeypatch.setattr(build_mod, "compile_tree", fake_compile)
+    monkeypatch.setattr(build_mod, "provision",
+                        lambda *a, **k: Provisioned(["-DUSE_SYSTEM_FMT=ON"], {"fmt": "system fmt 9"}))
+    monkeypatch.setattr(package, "fetch_stock_wheel", lambda *a, **k: stock)
+    monkeypatch.setattr(package, "fetch_frontend_wheels", lambda *a, **k: [])
+    monkeypatch.setattr(package, "overlay_wheel", fake_overlay)
+    monkeypatch.setattr(verify, "verify_wheel", fake_verify)
+    opts = build_mod.BuildOptions(base=load_base("v0.31.1", project / "patches"),
+                                  profile=get_profile("linux-cpu", machine="x86_64"),
+                                  work=tmp_path / "work", wheels=project / "wheels")
+    return {"opts": opts, "steps": steps, "state": state, "wheels": project / "wheels"}
+
+
+def test_successful_build_publishes_wheel_manifest_and_index(pipeline: dict) -> None:
+    result = build_mod.build(pipeline["opts"])
+    assert pipeline["steps"] == ["source", "series", "compile", "package", "verify"]
+    wheels = pipeline["wheels"]
+    (wheel,) = result.wheels
+    assert wheel.parent == wheels and wheel.is_file()
+    assert wheel.name == f"mlx_cpu-{result.manifest.version}-py3-none-manylinux_2_35_x86_64.whl"
+    assert (wheels / "manifests" / f"{wheel.name}.json").is_file()
+    assert wheel.name in (wheels / "simple" / "mlx-cpu" / "index.html").read_text()
+    assert not list(wheels.glob(".staging-*"))
+    inputs = result.manifest.inputs
+    assert inputs["patches"] == [] and inputs["packaging"] == "overlay"
+    assert inputs["dependencies"] == {"fmt": "system fmt 9"}
+    assert (result.slot / "manifest.json").is_file()
+
+
+def test_a_failed_verify_leaves_nothing_in_wheels(pipeline: dict) -> None:
+    pipeline["state"]["verify_error"] = "verify failed: mx.__version__ is '0.31.1'"
+    with pytest.raises(MlxForkError, match="verify failed"):
+        build_mod.build(pipeline["opts"])
+    wheels = pipeline["wheels"]
+    assert not list(wheels.glob("*.whl"))
+    assert not list(wheels.glob(".staging-*"))
+    assert not (wheels / "manifests").exists()
+
+
+def test_the_label_follows_the_inputs(pipeline: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = build_mod.build(pipeline["opts"]).manifest.label
+    assert build_mod.build(pipeline["opts"]).manifest.label == first  # nothing changed: same label
+    monkeypatch.setattr(build_mod, "toolchain", lambda profile: {"cxx": "c++ 99.0", "deployment_target": None})
+    assert build_mod.build(pipeline["opts"]).manifest.label != first
