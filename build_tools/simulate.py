@@ -437,8 +437,10 @@ def run_once(exe: Path, env: dict[str, str], timeout: float, log: Path | None = 
     ok, kind, detail = classify(rc, out, err)
     if log is not None and not ok:
         with log.open("a") as fh:
+            # Keep the head of stderr too: a sanitizer report starts with the racing accesses.
+            shown = err if len(err) <= 12000 else err[:8000] + "\n[...]\n" + err[-4000:]
             fh.write(f"=== {exe.name} rc={rc} kind={kind} ({seconds:.1f}s)\n--- stdout\n{out[-4000:]}\n"
-                     f"--- stderr\n{err[-8000:]}\n")
+                     f"--- stderr\n{shown}\n")
     return RunResult(ok, kind, seconds, detail)
 
 
