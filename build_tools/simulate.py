@@ -545,6 +545,9 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
         patched = row["cells"].get("patched")
         row["red_to_green"] = bool(pristine and patched and pristine["verdict"] == "red"
                                    and patched["verdict"] == "green")
+        planted, planted_fixed = row["cells"].get("pristine-nocapture"), row["cells"].get("patched-nocapture")
+        if planted and planted_fixed:
+            row["ablation_red_to_green"] = planted["verdict"] == "red" and planted_fixed["verdict"] == "green"
         rows.append(row)
     patches = patch_verdicts(rows, scenarios, patch_names or [])
     data = {"base": base.name, "commit": base.commit, "trees": trees, "scenarios": rows, "patches": patches,
@@ -569,8 +572,10 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(c["kinds"].items()))
             cells_md.append(f"**{c['verdict']}** {c['failures']}/{c['runs']} [{lo:.2f}, {hi:.2f}]"
                             + (f" ({kinds})" if kinds else ""))
-        lines.append(f"| {row['scenario']} | {row['fix']} | " + " | ".join(cells_md)
-                     + f" | {'yes' if row['red_to_green'] else 'no'} |")
+        verdict = "yes" if row["red_to_green"] else "no"
+        if "ablation_red_to_green" in row:
+            verdict += f" (planted bug: {'yes' if row['ablation_red_to_green'] else 'no'})"
+        lines.append(f"| {row['scenario']} | {row['fix']} | " + " | ".join(cells_md) + f" | {verdict} |")
     lines += ["", "## Scenarios", ""]
     for row in rows:
         env = " ".join(f"{k}={v}" for k, v in row["env"].items())
@@ -614,6 +619,27 @@ def _patched_tree(base: BasePin, pristine: Path, work: Path) -> tuple[Path, str]
     return dest, f"pristine + series ({len(series.patches)} patches: {names})"
 
 
+# The planted bug of the ablation: MLX's Metal eval() keeps every input's
+# array::Data alive in the command buffer's completion handler; without that
+# capture, buffers are released while command buffers still use them.
+_CAPTURE = re.compile(r"\[(s, )?buffers = std::move\(buffers\)\]")
+
+
+def plant_no_capture(tree: Path, dest: Path) -> Path:
+    """Copy `tree` to `dest` with eval.cpp's input-buffer capture removed (fails closed)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(tree, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    path = dest / "mlx" / "backend" / "metal" / "eval.cpp"
+    text = path.read_text()
+    new, n = _CAPTURE.subn(lambda m: "[s]" if m.group(1) else "[]", text)
+    if n == 0:
+        raise MlxForkError(f"ablation: no `buffers = std::move(buffers)` capture in {path}",
+                           hint="the planted bug needs MLX's Metal eval.cpp capture; this tree has none")
+    path.write_text(new)
+    return dest
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .source import prepare_source
 
@@ -632,6 +658,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         if not args.pristine_only:
             path, desc = _patched_tree(base, pristine.path, work)
             trees.append(("patched", path, desc))
+    if args.ablation:
+        planted_root = work / "metal-sim" / base.name / "trees"
+        for label, path, desc in list(trees):
+            dest = plant_no_capture(path, planted_root / f"{label}-nocapture")
+            trees.append((f"{label}-nocapture", dest,
+                          f"{label} with the planted bug: metal/eval.cpp no longer keeps input buffers alive"))
     sanitizers: list[str | None] = [None] + (["thread"] if args.tsan else [])
     cells: list[Cell] = []
     out_dir = args.report_dir or reports_dir() / f"{base.name}-metal-sim"
@@ -670,6 +702,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pristine-only", action="store_true", help="skip the patched tree")
     p.add_argument("--runs", type=int, default=100, help="runs per scenario and tree (default 100)")
     p.add_argument("--scenario", action="append", help="only this scenario (repeatable); default all")
+    p.add_argument("--ablation", action="store_true",
+                   help="also run each tree with a planted use-after-release bug (eval.cpp's buffer capture "
+                        "removed), to show what the buffer-lifetime fixes prevent")
     p.add_argument("--tsan", action="store_true", help="also build with ThreadSanitizer and run runs/4 there")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per run before it counts as a hang")
     p.add_argument("--jobs", type=int, help="parallel compile jobs")

@@ -141,3 +141,22 @@ def test_patch_earns_simulated_only_when_red_on_pristine_and_green_on_patched(tm
     assert patches[names[2]]["simulated"] is False  # still red on patched
     assert patches[names[3]]["scenarios"] == {} and patches[names[3]]["simulated"] is False
     assert "**simulated**" in md_path.read_text()
+
+
+def test_plant_no_capture_removes_both_captures_and_fails_closed(tmp_path: Path) -> None:
+    tree = tmp_path / "t"
+    (tree / "mlx/backend/metal").mkdir(parents=True)
+    (tree / ".git").mkdir()
+    (tree / "mlx/backend/metal/eval.cpp").write_text(
+        "command_buffer->addCompletedHandler(\n"
+        "    [s, buffers = std::move(buffers)](MTL::CommandBuffer* cbuf) {});\n"
+        "command_buffer->addCompletedHandler(\n"
+        "    [buffers = std::move(buffers)](MTL::CommandBuffer* cbuf) {});\n")
+    dest = simulate.plant_no_capture(tree, tmp_path / "planted")
+    text = (dest / "mlx/backend/metal/eval.cpp").read_text()
+    assert "buffers = std::move" not in text
+    assert "[s](MTL::CommandBuffer* cbuf)" in text and "[](MTL::CommandBuffer* cbuf)" in text
+    assert not (dest / ".git").exists()
+    (tree / "mlx/backend/metal/eval.cpp").write_text("// no capture here\n")
+    with pytest.raises(Exception, match="ablation"):
+        simulate.plant_no_capture(tree, tmp_path / "planted2")
