@@ -42,7 +42,7 @@ from pathlib import Path
 from .bases import BasePin, load_base
 from .deps import DepsRequest, Provisioned, provision
 from .errors import MlxForkError
-from .manifest import Manifest, normalize_cmake_args
+from .manifest import Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
 from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
 from .proc import run, say
@@ -333,6 +333,24 @@ def _apply_series(series, pristine: Path, dest: Path) -> None:
     apply_series(series, pristine, dest)
 
 
+def full_mode_reasons(patches: list) -> list[str]:
+    """Why these patches cannot ship as an overlay under the stock frontend (empty: they can).
+
+    A patch that changes an installed header changes the API the stock frontend
+    was compiled against; a patch to the Python bindings (python/) ships only in a
+    frontend wheel built from the patched tree.
+    """
+    from .verify import installed_headers_touched
+
+    reasons = [f"{name} changes installed headers ({', '.join(h)})"
+               for name, h in installed_headers_touched(patches).items()]
+    for patch in patches:
+        bindings = [f for f in patch.touched_paths if f.startswith("python/")]
+        if bindings:
+            reasons.append(f"{patch.name} changes the Python bindings ({', '.join(bindings)})")
+    return reasons
+
+
 def build(opts: BuildOptions) -> BuildResult:
     with slot_lock(slot_dir(opts.work, opts.base, opts.profile)):
         return _build(opts)
@@ -395,14 +413,11 @@ def _build(opts: BuildOptions) -> BuildResult:
     shutil.rmtree(patched, ignore_errors=True)
     say(f"sync: {len(report.copied)} file(s) changed, {len(report.removed)} removed since the last build")
     lap("sync")
-    # Packaging mode: a patch that changes an installed header changes the API the
-    # stock frontend was compiled against, so the overlay cannot be used.
     touched = installed_headers_touched(list(series.patches))
-    full = opts.full
-    if touched and not full:
-        names = "; ".join(f"{p}: {', '.join(h)}" for p, h in touched.items())
-        say(f"package: full mode forced, patches change installed headers ({names})")
-        full = True
+    reasons = full_mode_reasons(list(series.patches))
+    full = opts.full or bool(reasons)
+    if reasons and not opts.full:
+        say(f"package: full mode forced: {'; '.join(reasons)}")
     for patch in series.patches:
         if patch.name in touched and not patch.public_headers:
             say(f"warning: {patch.name} changes installed headers but says Public-Headers: no")
@@ -436,7 +451,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     say(f"label: {manifest.label} (version {manifest.version})")
     lap("provision")
     # 4. compile (full packaging compiles through upstream setup.py instead)
-    cmake_args = cmake_args_for(base, profile, deps, manifest.version)
+    cmake_args = cmake_args_for(base, profile, deps, manifest.runtime_version)
     library = None
     if not full:
         library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
@@ -537,7 +552,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("--deps-dir", type=Path, default=None,
                       help="where dependency shims are written (default: <build-dir>/../deps, as in a build slot)")
     comp.add_argument("--version", dest="mlx_version", default=None,
-                      help="MLX_VERSION compiled into libmlx (default: <base version>+local)")
+                      help="MLX_VERSION compiled into libmlx (default: <base version>.0+local)")
     comp.set_defaults(func=_cmd_compile)
 
 
@@ -580,7 +595,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     deps = provision(base, profile, deps_dir, DepsRequest(gguflib=args.gguflib), stock_wheel=stock)
     for note in deps.notes:
         say(f"note: {note}")
-    version = args.mlx_version or f"{base.version}+local"
+    version = args.mlx_version or runtime_version(base.version, "local")
     library = compile_tree(args.tree.resolve(), build_dir, cmake_args_for(base, profile, deps, version),
                            build_dir / "mlx-fork-logs", work=work_dir(), profile=profile, jobs=args.jobs)
     say(f"compile: logs in {build_dir / 'mlx-fork-logs'}")

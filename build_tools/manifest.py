@@ -8,6 +8,12 @@ Label scheme: `fork.<N>.h<hash>`
         platform profile, the CMake flags, the dependency identities, the
         toolchain versions, macOS SDK and deployment target, the packaging
         mode and the stock wheel's sha256). Any change of any input changes it.
+Run-time version (what `mx.__version__` reports): `<version>.0+<label>`.
+Upstream's own test_version, and downstream code like it, int()s the first
+three dot-separated parts, which a label on the third part ("1+fork") breaks.
+PEP 440 pads release segments with zeros, so `0.31.1.0+<label>` still equals
+`0.31.1+<label>` (the wheel version) and matches `==0.31.1`.
+
 The `h` keeps the segment alphanumeric: PEP 440 normalises an all-digit local
 segment to an integer (dropping leading zeros), which would make the version
 in the file name differ from the one pip reports.
@@ -59,6 +65,10 @@ def normalize_cmake_args(args: list[str]) -> list[str]:
     return kept
 
 
+def runtime_version(base_version: str, label: str) -> str:
+    return f"{base_version}.0+{label}"
+
+
 @dataclass
 class Manifest:
     inputs: dict
@@ -77,11 +87,17 @@ class Manifest:
     def version(self) -> str:
         return f"{self.base_version}+{self.label}"
 
+    @property
+    def runtime_version(self) -> str:
+        """The version compiled into libmlx (-DMLX_VERSION); see the module docstring."""
+        return runtime_version(self.base_version, self.label)
+
     def to_json(self) -> dict:
         return {
             "schema": SCHEMA,
             "tool": "mlx-fork",
             "version": self.version,
+            "runtime_version": self.runtime_version,
             "label": self.label,
             "inputs_sha256": inputs_digest(self.inputs),
             "inputs": self.inputs,

@@ -372,15 +372,23 @@ def check_overlay(stock_wheel: Path, wheel: Path, profile: Profile) -> list[str]
 # Runs upstream setup.py with the wheel version replaced by ours. setup.py passes
 # the distribution's version to CMake as -DMLX_VERSION (after CMAKE_ARGS, so a
 # -DMLX_VERSION there would lose), so replacing it at setuptools.setup is what
-# makes both the wheel and the compiled libmlx carry the label.
+# makes the wheel carry the label. libmlx gets the run-time version instead
+# (`<version>.0+<label>`, see manifest.py): the driver rewrites that one CMake
+# argument where setup.py calls `cmake <sourcedir> ...` through subprocess.run.
 SETUP_DRIVER = """\
-import runpy, sys, setuptools
-version, argv = sys.argv[1], sys.argv[2:]
+import runpy, subprocess, sys, setuptools
+version, mlx_version, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 _setup = setuptools.setup
 def setup(**kwargs):
     kwargs["version"] = version
     return _setup(**kwargs)
 setuptools.setup = setup
+_run = subprocess.run
+def run(cmd, *args, **kwargs):
+    if isinstance(cmd, (list, tuple)) and cmd and cmd[0] == "cmake":
+        cmd = [f"-DMLX_VERSION={mlx_version}" if str(a).startswith("-DMLX_VERSION=") else a for a in cmd]
+    return _run(cmd, *args, **kwargs)
+subprocess.run = run
 sys.argv = ["setup.py", *argv]
 runpy.run_path("setup.py", run_name="__main__")
 """
@@ -455,6 +463,7 @@ def full_wheels(
     }
     driver = tree / ".mlx-fork-setup-driver.py"
     driver.write_text(SETUP_DRIVER)
+    driver_args = [driver.name, version, manifest.runtime_version]
     stubs = sorted((tree / "python" / "mlx" / "core").glob("*.pyi"))
     for stale in stubs:  # generated below; never reuse stubs of an earlier build
         stale.unlink()
@@ -465,11 +474,11 @@ def full_wheels(
         # One lock for all three stages: queue once, not three times, on a shared machine.
         with build_lock():
             for which, stage_env in _stage_envs(base):
-                run([python, driver.name, version, "clean", "--all"], step=f"setup.py clean ({which})", cwd=tree,
+                run([python, *driver_args, "clean", "--all"], step=f"setup.py clean ({which})", cwd=tree,
                     env={**env_base, **stage_env}, log=log)
                 command = ["build_ext"] if which == "stubs" else ["bdist_wheel", "--dist-dir", str(raw / which)]
                 say(f"full packaging: setup.py {which} stage (log: {log})")
-                run_with_progress([str(python), driver.name, version, *command], step=f"setup.py {which}",
+                run_with_progress([str(python), *driver_args, *command], step=f"setup.py {which}",
                                   cwd=tree, env={**env_base, **stage_env}, log=log, locked=False)
                 if which == "stubs":
                     if not list((tree / "python" / "mlx" / "core").glob("*.pyi")):

@@ -564,7 +564,8 @@ def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
     if expected is None:
         check.problems.append(f"{plan.backend.path.name} has no {PROVENANCE}: not an mlx-fork wheel")
         return check
-    if probe["version"] != expected.get("version") or probe["version"] != str(plan.backend.version):
+    # libmlx reports the run-time form `<version>.0+<label>`, equal under PEP 440 to the wheel's version.
+    if probe["version"] != expected.get("runtime_version") or Version(probe["version"]) != plan.backend.version:
         check.problems.append(f"mx.__version__ is {probe['version']!r}; the wheel is {plan.backend.version} "
                               f"(provenance {expected.get('version')!r}): the loaded libmlx is not the patched one")
     loaded = probe.get("loaded")

@@ -3,7 +3,7 @@
 In a fresh virtual environment, install the stock frontend `mlx==<version>` and
 our backend `<dist>==<version>+<label>` with plain pip from wheels/ (as an index,
 or with --find-links), import mlx.core, and check that
-  - mx.__version__ is `<version>+<label>` (the loaded libmlx identifies itself),
+  - mx.__version__ is `<version>.0+<label>` (the loaded libmlx identifies itself; manifest.py says why .0),
   - the libmlx mapped into the process (/proc/self/maps; dyld's image list on macOS) is the installed one,
     and its sha256 is the one the manifest recorded,
   - mlx/lib/mlx-fork.json (provenance) matches the build manifest,
@@ -313,10 +313,11 @@ def verify_wheel(
             raise MlxForkError(f"unknown install route {via!r}")
         found = probe(python, library)
         problems: list[str] = []
-        if found["version"] != version:
-            problems.append(f"mx.__version__ is {found['version']!r}, expected {version!r}")
+        # libmlx reports the run-time form of the version (manifest.py explains the ".0").
+        if found["version"] != manifest.runtime_version:
+            problems.append(f"mx.__version__ is {found['version']!r}, expected {manifest.runtime_version!r}")
         else:
-            result.checks.append(f"mx.__version__ == {version}")
+            result.checks.append(f"mx.__version__ == {manifest.runtime_version}")
         if not found["loaded"]:
             problems.append("no libmlx mapped into the process")
         elif found["loaded"] != found["installed"]:

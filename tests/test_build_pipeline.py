@@ -51,7 +51,7 @@ def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     def fake_compile(tree_dir, build_dir, cmake_args, logs, **kw):
         steps.append("compile")
-        assert any(a.startswith("-DMLX_VERSION=0.31.1+fork.0.h") for a in cmake_args)
+        assert any(a.startswith("-DMLX_VERSION=0.31.1.0+fork.0.h") for a in cmake_args)  # run-time form
         assert (tree_dir / "mlx" / "a.cpp").is_file()  # the synced patched tree
         build_dir.mkdir(parents=True, exist_ok=True)
         (build_dir / "libmlx.so").write_bytes(b"patched")
@@ -119,3 +119,19 @@ def test_the_label_follows_the_inputs(pipeline: dict, monkeypatch: pytest.Monkey
     assert build_mod.build(pipeline["opts"]).manifest.label == first  # nothing changed: same label
     monkeypatch.setattr(build_mod, "toolchain", lambda profile: {"cxx": "c++ 99.0", "deployment_target": None})
     assert build_mod.build(pipeline["opts"]).manifest.label != first
+
+
+def test_full_mode_is_forced_by_installed_headers_and_by_the_python_bindings() -> None:
+    from build_tools.series import FileChange, Patch
+
+    def patch(name: str, *paths: str) -> Patch:
+        return Patch(name, Path(name), "0" * 64, name, {}, tuple(FileChange(p, (1,)) for p in paths))
+
+    assert build_mod.full_mode_reasons([patch("0001-a.patch", "mlx/backend/cpu/eig.cpp")]) == []
+    assert build_mod.full_mode_reasons([patch("0002-b.patch", "mlx/backend/metal/kernels.h")]) == []
+    reasons = build_mod.full_mode_reasons([
+        patch("0003-c.patch", "mlx/scheduler.h", "mlx/scheduler.cpp"),
+        patch("0005-d.patch", "python/src/random.cpp"),
+    ])
+    assert reasons == ["0003-c.patch changes installed headers (mlx/scheduler.h)",
+                       "0005-d.patch changes the Python bindings (python/src/random.cpp)"]

@@ -208,22 +208,32 @@ def test_stock_wheel_pin_mismatch_is_refused(tmp_path: Path, stock_cpu: Path, mo
 # ---------------------------------------------------------------- full packaging helpers
 
 
-def test_setup_driver_puts_the_label_into_the_distribution_version(tmp_path: Path) -> None:
-    """upstream setup.py passes the distribution version to CMake as -DMLX_VERSION; the driver must set it."""
+def test_setup_driver_labels_the_wheel_and_gives_cmake_the_runtime_version(tmp_path: Path) -> None:
+    """upstream setup.py passes the distribution version to CMake as -DMLX_VERSION; the driver sets the
+    distribution version to the wheel's and rewrites that CMake argument to the run-time form."""
+    import os
     import sys
 
     project = tmp_path / "mlx"
     project.mkdir()
     (project / "setup.py").write_text(
-        "from functools import partial\nfrom setuptools import setup\n"
+        "import subprocess\nfrom functools import partial\nfrom setuptools import setup\n"
         "if __name__ == '__main__':\n"
+        "    subprocess.run(['cmake', 'src', '-DFOO=1', '-DMLX_VERSION=0.31.1+fork.2.h0123456789'], check=True)\n"
         "    _setup = partial(setup, version='0.31.1')\n"
         "    _setup(name='mlx-cpu', py_modules=[])\n")
     (project / "driver.py").write_text(package.SETUP_DRIVER)
-    proc = subprocess.run([sys.executable, "driver.py", "0.31.1+fork.2.h0123456789", "--version"], cwd=project,
-                          capture_output=True, text=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_cmake = bin_dir / "cmake"
+    fake_cmake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'cmake-args.txt'}\n")
+    fake_cmake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "driver.py", "0.31.1+fork.2.h0123456789", "0.31.1.0+fork.2.h0123456789",
+                           "--version"], cwd=project, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "0.31.1+fork.2.h0123456789"
+    assert (tmp_path / "cmake-args.txt").read_text().split() == ["src", "-DFOO=1", "-DMLX_VERSION=0.31.1.0+fork.2.h0123456789"]
 
 
 def test_stage_environments_follow_the_base() -> None:

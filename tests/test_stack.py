@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,7 +73,8 @@ def make_wheel(directory: Path, dist: str, version: str, tag: str, files: dict[s
 
 
 def provenance(version: str, libmlx_sha256: str) -> bytes:
-    data = {"schema": 1, "tool": "mlx-fork", "version": version, "label": version.partition("+")[2],
+    public, _, label = version.partition("+")
+    data = {"schema": 1, "tool": "mlx-fork", "version": version, "runtime_version": f"{public}.0+{label}", "label": label,
             "inputs_sha256": "0" * 64, "inputs": {}, "outputs": {"libmlx_sha256": libmlx_sha256}, "info": {}}
     return (json.dumps(data, indent=2) + "\n").encode()
 
@@ -341,4 +343,4 @@ def test_export_loads_the_patched_libmlx(tmp_path: Path, use_venvstacks: Path) -
     assert rc == 0
     check = stack.check_exported_layer(tmp_path / "export", plan)
     assert check.ok, check.problems
-    assert check.probe["version"] == str(plan.backend.version)
+    assert Version(check.probe["version"]) == plan.backend.version and check.probe["version"].endswith(".0+" + plan.backend.version.local)

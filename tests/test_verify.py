@@ -92,7 +92,7 @@ def publish(tmp_path: Path, lib: bytes, manifest: Manifest, provenance: dict | N
 
 def test_verify_proves_the_patched_library_is_loaded(tmp_path: Path) -> None:
     # The label depends on the inputs only, so the library can be built for it first.
-    lib = compile_lib(tmp_path, manifest_for(b"", patches=2).version)
+    lib = compile_lib(tmp_path, manifest_for(b"", patches=2).runtime_version)
     manifest = manifest_for(lib, patches=2)
     stock_lib = compile_lib(tmp_path, "0.31.1", name="libstock.so")
     wheels, backend, stock = publish(tmp_path, lib, manifest, stock_lib=stock_lib)
@@ -101,7 +101,7 @@ def test_verify_proves_the_patched_library_is_loaded(tmp_path: Path) -> None:
     assert result.version == manifest.version
     assert result.loaded_library.endswith("/site-packages/mlx/lib/libmlx.so")
     text = "\n".join(result.checks)
-    assert f"mx.__version__ == {manifest.version}" in text
+    assert f"mx.__version__ == {manifest.runtime_version}" in text
     assert "provenance mlx/lib/mlx-fork.json matches" in text
     assert "ABI gate: no stock export removed" in text
 
@@ -110,13 +110,13 @@ def test_verify_fails_when_the_loaded_library_reports_another_version(tmp_path: 
     lib = compile_lib(tmp_path, "0.31.1")  # e.g. the stock library was packaged by mistake
     manifest = manifest_for(lib)
     wheels, backend, _ = publish(tmp_path, lib, manifest)
-    with pytest.raises(MlxForkError, match=r"mx.__version__ is '0.31.1', expected '0.31.1\+fork.0.h"):
+    with pytest.raises(MlxForkError, match=r"mx.__version__ is '0.31.1', expected '0.31.1.0\+fork.0.h"):
         verify.verify_wheel(backend, manifest, library="libmlx.so", wheel_dir=wheels)
 
 
 def test_verify_fails_on_provenance_mismatch(tmp_path: Path) -> None:
     manifest0 = manifest_for(b"")
-    lib = compile_lib(tmp_path, manifest0.version)
+    lib = compile_lib(tmp_path, manifest0.runtime_version)
     manifest = manifest_for(lib)
     other = manifest_for(lib, patches=1).to_json()
     wheels, backend, _ = publish(tmp_path, lib, manifest, provenance=other)
@@ -126,7 +126,7 @@ def test_verify_fails_on_provenance_mismatch(tmp_path: Path) -> None:
 
 def test_abi_gate_fails_on_a_removed_symbol(tmp_path: Path) -> None:
     manifest0 = manifest_for(b"")
-    lib = compile_lib(tmp_path, manifest0.version)
+    lib = compile_lib(tmp_path, manifest0.runtime_version)
     stock_lib = compile_lib(tmp_path, "0.31.1", extra="int mlx_removed_in_patch(void) { return 1; }\n",
                             name="libstock.so")
     manifest = manifest_for(lib)
@@ -182,7 +182,7 @@ def test_verify_command_checks_the_newest_patched_wheel_against_its_manifest(
 ) -> None:
     from build_tools.cli import main
 
-    lib = compile_lib(tmp_path, manifest_for(b"").version)
+    lib = compile_lib(tmp_path, manifest_for(b"").runtime_version)
     manifest = manifest_for(lib)
     wheels, backend, _ = publish(tmp_path, lib, manifest)
     assert main(["verify", "--dir", str(wheels), "--no-abi"]) == 1  # no manifest recorded for it yet
@@ -190,4 +190,4 @@ def test_verify_command_checks_the_newest_patched_wheel_against_its_manifest(
     manifest.write(verify.manifest_for(wheels, backend))
     assert main(["verify", "--dir", str(wheels), "--no-abi"]) == 0
     out = capsys.readouterr().out
-    assert f"verified {backend.name}" in out and f"mx.__version__ == {manifest.version}" in out
+    assert f"verified {backend.name}" in out and f"mx.__version__ == {manifest.runtime_version}" in out
