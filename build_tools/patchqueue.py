@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from .bases import BasePin
 from .errors import MlxForkError
 from .series import Patch, Series, lint_patch, parse_patch, read_series_names
@@ -88,8 +90,6 @@ def declared_upstream(patch: Patch, version: str | None) -> str | None:
     as "partly in v0.32.1" does not. Used when upstream fixed the same bug its own
     way, so the patch neither applies nor reverse-applies on the newer tree.
     """
-    from packaging.version import InvalidVersion, Version
-
     match = _UPSTREAM_RELEASE.match(patch.headers.get("Applied-Upstream", "").strip())
     if version is None or match is None:
         return None
