@@ -140,7 +140,7 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
         ["crash", g.get("crash", "-"), "no crash class green on stock turns red on patched"],
         ["parity", g.get("parity", "-"), "no upstream test passing on stock fails/errors on patched; same skips"],
         ["checks", g.get("checks", "-"), "no backported check passing on stock fails on patched"],
-        ["perf", g.get("perf", "-"), "single-thread patched/stock median ratios within 0.98-1.02 (unless a patch documents a cost); "
+        ["perf", g.get("perf", "-"), "single-thread patched/stock median CPU-time ratios within 0.98-1.02 (slower is waived when a patch documents a Cost); "
          "inconclusive when the round-to-round spread is wider than the effect"],
         ["cxx", g.get("cxx", "-"), "upstream C++ doctest suite"],
     ], [_cls(g.get(k)) for k in ("crash", "parity", "checks", "perf", "cxx")]))
