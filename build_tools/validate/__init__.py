@@ -24,6 +24,7 @@ from ..bases import load_base
 from ..errors import MlxForkError
 from ..paths import PRIMARY_BASE, reports_dir, source_from_env, wheels_dir, work_dir
 from ..proc import say
+from .metal import metal_ladder
 
 MODE_RUNS = {"quick": 5, "default": 20, "thorough": 200}
 MODE_PERF_ROUNDS = {"quick": 3, "default": 7, "thorough": 15}
@@ -131,6 +132,7 @@ def _render_only(args: argparse.Namespace) -> int:
         raise MlxForkError(f"no {path} to render", hint="run `mlx-fork validate` first")
     summary = json.loads(path.read_text(encoding="utf-8"))
     summary["notes"] = [n for n in summary.get("notes", []) if not n.startswith("plots not drawn")]
+    summary["metal"] = metal_ladder(summary["base"], reports_dir())
     summary["gates"] = report.gates(summary)
     report.write_report(summary, out_dir)
     say(f"re-rendered {out_dir}/index.html; gates: " + ", ".join(f"{k} {v}" for k, v in summary["gates"].items()))
@@ -192,6 +194,7 @@ def validate(opts: ValidateOptions) -> dict:
         "report_dir": str(out_dir), "stock_vs_stock": stock_vs_stock, "notes": notes,
         "sides": {"stock": stock.to_json(), "patched": patched.to_json()},
         "patches": [p.to_json() for p in patches],
+        "metal": metal_ladder(base.name, reports_dir()),
     }
     # Never leak machine paths into a report that may be shared.
     for side in summary["sides"].values():
