@@ -44,8 +44,8 @@ from .deps import DepsRequest, Provisioned, provision
 from .errors import MlxForkError
 from .manifest import Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
-from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
 from .proc import run, say
+from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
 
 NINJA_TARGET = "mlx"
 _PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
@@ -430,7 +430,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     )
     for note in deps.notes:
         say(f"note: {note}")
-    from .package import sha256_file
+    from .digest import sha256_file
 
     inputs = {
         "base": {"name": base.name, "version": base.version, "tag": base.tag, "commit": base.commit,

@@ -10,7 +10,6 @@ never sees a half-written page; projects whose wheels are gone are removed.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from .digest import sha256_file
 from .errors import MlxForkError
 from .paths import wheels_dir
 from .proc import say
@@ -35,19 +35,13 @@ class IndexEntry:
     sha256: str
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def scan(directory: Path) -> list[IndexEntry]:
     entries = []
     for path in sorted(directory.glob("*.whl")):
         info = wheel_info(path)
-        entries.append(IndexEntry(str(canonicalize_name(info.name)), path.name, _sha256(path)))
+        entries.append(IndexEntry(str(canonicalize_name(info.name)), path.name, sha256_file(path)))
     return entries
 
 

@@ -35,11 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bases import BasePin, load_base
+from .digest import sha256_file
 from .errors import MlxForkError
 from .manifest import Manifest
 from .paths import PRIMARY_BASE, work_dir
-from .profiles import Profile
 from .proc import run, say
+from .profiles import Profile
 from .wheelfile import check_record, escape_name, rewrite_wheel, wheel_info
 
 if sys.version_info >= (3, 11):
@@ -54,12 +55,6 @@ FRONTEND_PYTHONS: tuple[str, ...] = ("3.10", "3.11", "3.12", "3.13", "3.14")
 SYSTEM_LIBS = re.compile(r"^(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|ld-linux[-\w]*)\.so(\.\d+)*$")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- stock wheels

@@ -12,12 +12,12 @@ commit message carries DEP-3 headers plus ours:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bases import BasePin
+from .digest import sha256_file
 from .errors import MlxForkError
 
 REQUIRED_HEADERS: tuple[str, ...] = (
@@ -93,9 +93,6 @@ class Series:
 def _split_list(value: str) -> list[str]:
     return [item.strip() for item in value.replace(";", ",").split(",") if item.strip()]
 
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def read_series_names(series_file: Path) -> tuple[list[str], list[str]]:

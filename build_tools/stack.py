@@ -26,7 +26,6 @@ runtime layer is a stand-in and must not be published.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from .bases import load_base
+from .digest import sha256_file
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, project_root, wheels_dir
 from .proc import say
@@ -104,12 +104,6 @@ def host_platform() -> str:
     raise MlxForkError(f"venvstacks layers with MLX are made on Linux x86_64/aarch64 or macOS arm64, not {sys.platform}/{machine}")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _parse_wheel(path: Path) -> tuple[str, Version, str]:
@@ -206,7 +200,9 @@ def default_python_implementation() -> str:
     major, minor = sys.version_info[:2]
     micro = sys.version_info[2]
     try:
-        from pbs_installer._versions import PYTHON_VERSIONS  # venvstacks' own download table
+        from pbs_installer._versions import (
+            PYTHON_VERSIONS,  # venvstacks' own download table
+        )
 
         micros = [v.micro for v in PYTHON_VERSIONS
                   if v.implementation == "cpython" and (v.major, v.minor) == (major, minor)

@@ -11,7 +11,6 @@ Venvs are reused while the set of installed wheel files (by sha256) is the same.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -19,6 +18,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..digest import sha256_file
 from ..errors import MlxForkError
 from ..proc import run, say
 
@@ -102,12 +102,6 @@ print(json.dumps({
 """
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _wheel_version(path: Path) -> str:
