@@ -23,9 +23,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from .bases import BasePin
+from .bases import BasePin, available_bases, load_base
 from .errors import MlxForkError
-from .series import Patch, Series, lint_patch, parse_patch, read_series_names
+from .series import Patch, Series, lint_patch, parse_patch, read_series_names, write_series
 
 # Fixed identities and dates keep queue commits (and so exported patches) reproducible.
 _GIT_ENV = {
@@ -359,20 +359,41 @@ def export(repo: Path, branch: str, base: BasePin) -> list[str]:
             f"branch {branch} in {repo} has no commit with the pinned tree of {base.tag} ({base.tree})",
             hint="create the branch with `mlx-fork patches apply --dest DIR`, which commits the pristine tree first",
         )
-    old_names, leading = read_series_names(base.series_file)
+    old_names, _leading = read_series_names(base.series_file)
     old = [parse_patch(base.directory / n) for n in old_names]
+    # A commit whose subject matches a patch of another base takes that patch's
+    # file name, so one fix has one name (and number) on every base.
+    names_by_subject = {subject: name for subject, name in _names_in_other_bases(base).items()
+                        if name not in old_names}
+    names_by_subject.update({p.subject: p.name for p in old})
     if _git(repo, "log", "--merges", "--format=%H", f"{since}..{branch}").stdout.strip():
         raise MlxForkError(f"{since[:12]}..{branch} contains merge commits; a series is a straight line of commits")
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp)
-        names = _format_patches(repo, since, branch, staged, {p.subject: p.name for p in old}, {p.subject: p for p in old})
+        names = _format_patches(repo, since, branch, staged, names_by_subject, {p.subject: p for p in old})
         for name in old_names:
             (base.directory / name).unlink(missing_ok=True)
         for name in names:
             shutil.copy2(staged / name, base.directory / name)
-    header = leading or [f"# Patch series for MLX {base.name}, applied in order (quilt format)."]
-    base.series_file.write_text("\n".join([*header, *names]) + "\n", encoding="utf-8")
+    write_series(base.series_file, names, f"# Patch series for MLX {base.name}, applied in order (quilt format).")
     return names
+
+
+def _names_in_other_bases(base: BasePin) -> dict[str, str]:
+    """Subject -> patch file name over the series of every other base under patches/."""
+    found: dict[str, str] = {}
+    root = base.directory.parent
+    for name in available_bases(root):
+        if name == base.name:
+            continue
+        other = load_base(name, root)
+        if not other.series_file.is_file():
+            continue
+        for patch_name in read_series_names(other.series_file)[0]:
+            path = other.directory / patch_name
+            if path.is_file():
+                found.setdefault(parse_patch(path).subject, patch_name)
+    return found
 
 
 def status_json(results: list[PatchStatus]) -> str:

@@ -122,6 +122,33 @@ def read_series_names(series_file: Path) -> tuple[list[str], list[str]]:
     return names, leading
 
 
+def write_series(series_file: Path, names: list[str], default_header: str) -> None:
+    """Rewrite a series file to list `names`, keeping what people wrote in it.
+
+    Leading comment lines stay first (or `default_header` for a new file); a
+    patch that stays keeps its line, inline comment included; comment lines
+    that followed the patch list (notes on patches not carried, for example)
+    stay after it.
+    """
+    leading: list[str] = []
+    trailing: list[str] = []
+    lines_by_name: dict[str, str] = {}
+    if series_file.is_file():
+        seen_patch = False
+        for raw in series_file.read_text(encoding="utf-8").splitlines():
+            entry = raw.split("#", 1)[0].strip()
+            if entry:
+                seen_patch = True
+                lines_by_name[entry.split()[0]] = raw.rstrip()
+            elif seen_patch:
+                trailing.append(raw.rstrip())
+            else:
+                leading.append(raw.rstrip())
+    header = leading or [default_header]
+    body = [lines_by_name.get(name, name) for name in names]
+    series_file.write_text("\n".join([*header, *body, *trailing]) + "\n", encoding="utf-8")
+
+
 def parse_patch(path: Path) -> Patch:
     """Parse one git format-patch file: subject, DEP-3 headers, touched files and hunks."""
     try:

@@ -118,6 +118,38 @@ def test_export_picks_up_edits_and_new_commits(three_patches: Path, upstream: Up
     assert main(["patches", "lint", "--base", "v0.1.0"]) == 0
 
 
+def test_export_keeps_series_comments(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    series = three_patches / "series"
+    lines = series.read_text().splitlines()
+    lines[-2] += "  # keep this inline note"
+    series.write_text("\n".join([*lines, "# Not carried: 0009-old-fix.patch (upstream since v0.1.0)", ""]))
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    git(dest, "checkout", "-qb", "work")
+    (dest / "mlx" / "array.cpp").write_text((dest / "mlx" / "array.cpp").read_text() + "// new fix\n")
+    git(dest, "commit", "-qam", "a new fix\n\nDescription: new\nOrigin: vendor\nForwarded: no\nAuthor: A <a@b>\n"
+        "Last-Update: 2026-11-02\nBackends: cpu\nRetire-When: never\nPublic-Headers: no\nVerified: applies")
+    patchqueue.export(dest, "work", load_base("v0.1.0"))
+    text = series.read_text().splitlines()
+    assert text[-1] == "# Not carried: 0009-old-fix.patch (upstream since v0.1.0)"
+    assert text[-2].startswith("0004-") and text[-3] == "0003-scheduler-twenty.patch"
+    assert "0002-array-top.patch  # keep this inline note" in text
+    assert load_series(load_base("v0.1.0")).patches[-1].name.startswith("0004-")
+
+
+def test_export_names_a_patch_as_on_another_base(project: Path, upstream: Upstream, tmp_path: Path) -> None:
+    # The same fix carried on v0.1.0 as 0024 keeps that name when first exported for v0.2.0.
+    old = project / "patches" / "v0.1.0"
+    p = make_patch(upstream, old, {"mlx/scheduler.cpp": ("line 20\n", "line 20 ours\n")}, "scheduler twenty",
+                   name="0024-scheduler-twenty.patch")
+    add_to_series(old, p.name)
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.2.0")), _pristine("v0.2.0", upstream, tmp_path), dest)
+    git(dest, "apply", "--index", str(p))
+    git(dest, "commit", "-qm", "scheduler twenty\n\n" + p.read_text().split("\n\n", 1)[1].split("\n---\n", 1)[0])
+    assert patchqueue.export(dest, "patch-queue", load_base("v0.2.0")) == ["0024-scheduler-twenty.patch"]
+
+
 def test_export_restores_headers_lost_from_a_reworded_commit(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
     dest = tmp_path / "queue"
     patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
