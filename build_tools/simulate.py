@@ -297,6 +297,13 @@ class Scenario:
     # Patch file names containing one of these are the fixes this scenario judges
     # (their `Verified:` may gain `simulated` when it is red on pristine, green on patched).
     patches: tuple[str, ...] = ()
+    # Runs only against libraries built with this sanitizer ("thread"): for fixes
+    # of data races that do not crash on x86 but that ThreadSanitizer reports.
+    sanitize: str | None = None
+
+    def tree_key(self, tree: str) -> str:
+        """The report column of `tree` for this scenario (sanitized scenarios use `tree+thread`)."""
+        return f"{tree}+{self.sanitize}" if self.sanitize else tree
 
 
 MiB = 1 << 20
@@ -327,6 +334,16 @@ SCENARIOS: tuple[Scenario, ...] = (
              "SCENARIO_THREADS": "8", "SCENARIO_ITERS": "60"},
         summary="8 threads, each with its own new GPU stream, 60 eval/async_eval each, concurrently",
         patches=("per-stream-locks",),
+    ),
+    Scenario(
+        name="threads_streams_tsan",
+        fix="allocator counters read under the allocator lock",
+        source="threads_streams.cpp",
+        env={"MLX_SIM_GPU_DELAY_US": "100", "MLX_SIM_GPU_JITTER_US": "300",
+             "SCENARIO_THREADS": "8", "SCENARIO_ITERS": "60"},
+        summary="threads_streams on a ThreadSanitizer build: any data race report fails the run",
+        patches=("per-stream-locks", "allocator-s-memory-counters"),
+        sanitize="thread",
     ),
     Scenario(
         name="cache_trim_unretained",
@@ -518,11 +535,12 @@ def patch_verdicts(rows: list[dict], scenarios: list[Scenario], patch_names: lis
     by_name = {r["scenario"]: r for r in rows}
     out: dict[str, dict] = {}
     for name in patch_names:
-        judged = [s.name for s in scenarios if any(slug in name for slug in s.patches)]
+        judged = [s for s in scenarios if any(slug in name for slug in s.patches)]
         results = {}
-        for sname in judged:
-            cells = by_name[sname]["cells"]
-            results[sname] = {t: cells[t]["verdict"] for t in ("pristine", "patched") if t in cells}
+        for scn in judged:
+            cells = by_name[scn.name]["cells"]
+            results[scn.name] = {t: cells[scn.tree_key(t)]["verdict"] for t in ("pristine", "patched")
+                                 if scn.tree_key(t) in cells}
         complete = bool(judged) and all(len(r) == 2 for r in results.values())
         earned = complete and any(r["pristine"] == "red" for r in results.values()) and all(
             r["patched"] == "green" for r in results.values())
@@ -541,8 +559,8 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
         for t in tree_names:
             if (s.name, t) in by:
                 row["cells"][t] = by[(s.name, t)].to_json()
-        pristine = row["cells"].get("pristine")
-        patched = row["cells"].get("patched")
+        pristine = row["cells"].get(s.tree_key("pristine"))
+        patched = row["cells"].get(s.tree_key("patched"))
         row["red_to_green"] = bool(pristine and patched and pristine["verdict"] == "red"
                                    and patched["verdict"] == "green")
         planted, planted_fixed = row["cells"].get("pristine-nocapture"), row["cells"].get("patched-nocapture")
@@ -664,7 +682,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             dest = plant_no_capture(path, planted_root / f"{label}-nocapture")
             trees.append((f"{label}-nocapture", dest,
                           f"{label} with the planted bug: metal/eval.cpp no longer keeps input buffers alive"))
-    sanitizers: list[str | None] = [None] + (["thread"] if args.tsan else [])
+    # --tsan runs every scenario on ThreadSanitizer builds too (runs/4 each);
+    # scenarios that need a sanitizer run only there, with the full run count.
+    sanitizers: list[str | None] = [None]
+    if args.tsan or any(s.sanitize == "thread" for s in scenarios):
+        sanitizers.append("thread")
     cells: list[Cell] = []
     out_dir = args.report_dir or reports_dir() / f"{base.name}-metal-sim"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -674,8 +696,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         for label, path, _ in trees:
             lib = build_library(base, label, path, work, sanitize=sanitize, jobs=args.jobs)
             for s in scenarios:
+                if s.sanitize is not None and s.sanitize != sanitize:
+                    continue
+                if s.sanitize is None and sanitize is not None and not args.tsan:
+                    continue
                 exe = build_scenario(lib, s, toolchain)
-                runs = args.runs if sanitize is None else max(1, args.runs // 4)
+                runs = args.runs if sanitize is None or s.sanitize else max(1, args.runs // 4)
                 cells.append(run_cell(lib, s, exe, runs, args.timeout, failures_log))
     patch_names: list[str] = []
     if not args.tree:

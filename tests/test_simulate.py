@@ -73,6 +73,34 @@ def test_report_marks_red_to_green(tmp_path: Path) -> None:
     assert "no numerics" in md
 
 
+def test_sanitized_scenario_judges_its_thread_columns(tmp_path: Path) -> None:
+    # threads_streams_tsan runs only on ThreadSanitizer builds: its verdict (and the
+    # rung of the patches it judges) comes from the +thread columns, not plain ones.
+    scen = simulate.get_scenarios(["threads_streams", "threads_streams_tsan"])
+    assert scen[1].sanitize == "thread" and scen[1].tree_key("patched") == "patched+thread"
+    cells = [
+        simulate.Cell("pristine", "threads_streams", runs=100, failures=13, kinds={"signal-SIGSEGV": 13}),
+        simulate.Cell("patched", "threads_streams", runs=100, failures=0),
+        simulate.Cell("pristine+thread", "threads_streams_tsan", runs=100, failures=100, kinds={"tsan": 100}),
+        simulate.Cell("patched+thread", "threads_streams_tsan", runs=100, failures=2, kinds={"tsan": 2}),
+    ]
+    names = ["0023-metal-per-stream-locks-for-evaluation-from-several-t.patch",
+             "0024-metal-read-the-allocator-s-memory-counters-under-its.patch"]
+    json_path, _ = simulate.write_report(_base(tmp_path), cells, {}, tmp_path / "out", scen, names)
+    data = json.loads(json_path.read_text())
+    rows = {r["scenario"]: r for r in data["scenarios"]}
+    assert rows["threads_streams"]["red_to_green"] is True
+    assert rows["threads_streams_tsan"]["red_to_green"] is False
+    # a race left on patched withholds the rung from both patches the TSan scenario judges
+    assert data["patches"][names[0]]["simulated"] is False
+    assert data["patches"][names[1]] == {"scenarios": {"threads_streams_tsan": {"pristine": "red", "patched": "red"}},
+                                         "simulated": False}
+    cells[-1] = simulate.Cell("patched+thread", "threads_streams_tsan", runs=100, failures=0)
+    json_path, _ = simulate.write_report(_base(tmp_path), cells, {}, tmp_path / "out2", scen, names)
+    data = json.loads(json_path.read_text())
+    assert data["patches"][names[0]]["simulated"] is True and data["patches"][names[1]]["simulated"] is True
+
+
 def test_unknown_scenario_is_an_error() -> None:
     with pytest.raises(Exception, match="unknown scenario"):
         simulate.get_scenarios(["nope"])
