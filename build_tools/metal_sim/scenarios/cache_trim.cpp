@@ -3,7 +3,10 @@
 // pressure, while the GPU completes late: the allocator's cache trim must not
 // release an MTLBuffer that an in-flight command buffer still references.
 // Pristine MLX on a Mac: "[METAL] Command buffer execution failed: Invalid
-// Resource" abort when that happens.
+// Resource" abort when that happens. MLX 0.31.1's own ops keep these buffers
+// alive (eval.cpp captures each primitive's inputs), so this runs green on
+// pristine and guards the fixes against regressions; conv3d_pad is the
+// built-in op that does release one early.
 #include "scenario.h"
 
 #include <deque>
