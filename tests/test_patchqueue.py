@@ -106,13 +106,19 @@ def test_export_round_trip_is_byte_identical(three_patches: Path, upstream: Upst
     assert (three_patches / "series").read_text() == series_before
 
 
-def test_export_picks_up_edits_and_new_commits(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+def _queue_with_a_new_fix(upstream: Upstream, tmp_path: Path) -> Path:
+    """The v0.1.0 series applied as a queue, plus one new commit on branch `work`."""
     dest = tmp_path / "queue"
     patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
     git(dest, "checkout", "-qb", "work")
     (dest / "mlx" / "array.cpp").write_text((dest / "mlx" / "array.cpp").read_text() + "// new fix\n")
     git(dest, "commit", "-qam", "a new fix\n\nDescription: new\nOrigin: vendor\nForwarded: no\nAuthor: A <a@b>\n"
         "Last-Update: 2026-11-02\nBackends: cpu\nRetire-When: never\nPublic-Headers: no\nVerified: applies")
+    return dest
+
+
+def test_export_picks_up_edits_and_new_commits(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    dest = _queue_with_a_new_fix(upstream, tmp_path)
     names = patchqueue.export(dest, "work", load_base("v0.1.0"))
     assert len(names) == 4 and names[-1].startswith("0004-")
     assert main(["patches", "lint", "--base", "v0.1.0"]) == 0
@@ -123,12 +129,7 @@ def test_export_keeps_series_comments(three_patches: Path, upstream: Upstream, t
     lines = series.read_text().splitlines()
     lines[-2] += "  # keep this inline note"
     series.write_text("\n".join([*lines, "# Not carried: 0009-old-fix.patch (upstream since v0.1.0)", ""]))
-    dest = tmp_path / "queue"
-    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
-    git(dest, "checkout", "-qb", "work")
-    (dest / "mlx" / "array.cpp").write_text((dest / "mlx" / "array.cpp").read_text() + "// new fix\n")
-    git(dest, "commit", "-qam", "a new fix\n\nDescription: new\nOrigin: vendor\nForwarded: no\nAuthor: A <a@b>\n"
-        "Last-Update: 2026-11-02\nBackends: cpu\nRetire-When: never\nPublic-Headers: no\nVerified: applies")
+    dest = _queue_with_a_new_fix(upstream, tmp_path)
     patchqueue.export(dest, "work", load_base("v0.1.0"))
     text = series.read_text().splitlines()
     assert text[-1] == "# Not carried: 0009-old-fix.patch (upstream since v0.1.0)"
