@@ -351,6 +351,38 @@ def full_mode_reasons(patches: list) -> list[str]:
     return reasons
 
 
+STAGING_PREFIX = ".staging-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_staging(wheels: Path) -> list[Path]:
+    """Remove staging directories that a killed build left in `wheels`.
+
+    A build stages its wheels in `.staging-<pid>-*` and removes it itself, also on
+    SIGTERM and Ctrl-C; only SIGKILL (or a crash) leaves one behind. A directory
+    whose process is gone, or one without a pid (older mlx-fork), is stale; one
+    whose process still runs belongs to a concurrent build and stays.
+    """
+    removed = []
+    for path in sorted(wheels.glob(STAGING_PREFIX + "*")):
+        pid_text = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        say(f"package: removed {path.name}, left in {wheels} by an interrupted build")
+        removed.append(path)
+    return removed
+
+
 def build(opts: BuildOptions) -> BuildResult:
     with slot_lock(slot_dir(opts.work, opts.base, opts.profile)):
         return _build(opts)
@@ -460,7 +492,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     manifest.write(slot / "manifest.json")
     # 5. package into a temporary directory next to wheels/ (same filesystem: moves are renames)
     opts.wheels.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=opts.wheels))
+    remove_stale_staging(opts.wheels)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=opts.wheels))
     try:
         if full:
             built = full_wheels(base, slot / "src", profile, manifest, cmake_args, staging, logs / "package.log",
