@@ -187,7 +187,7 @@ def _metal_section(metal: dict) -> Section:
     if sim is None:
         sec.blocks.append("Simulated runtime: not run for this base (no reports/<base>-metal-sim/metal-sim.json).")
         return sec
-    order = ["pristine", "patched", "pristine-nocapture", "patched-nocapture"]
+    order = ["pristine", "patched", "pristine+thread", "patched+thread", "pristine-nocapture", "patched-nocapture"]
     seen = {t for s in sim["scenarios"] for t in s["cells"]}
     trees = [t for t in order if t in seen] + sorted(seen - set(order))
     rows, classes = [], []
