@@ -139,3 +139,22 @@ def test_every_crash_class_has_a_scenario_program_that_compiles():
     assert crash.applies_here(oom, "linux") and not crash.applies_here(oom, "darwin")
     with pytest.raises(KeyError):
         crash.scenario_by_name("nope")
+
+
+def test_thread_classes_accept_only_upstreams_stream_ownership_error() -> None:
+    # C and D on MLX >= 0.31.2 raise upstream's thread-ownership error by design; that
+    # (and only that) exception counts as the expected outcome, any other is unexpected.
+    sys.path.insert(0, str(crash.SCENARIO_DIR))
+    try:
+        import _harness
+    finally:
+        sys.path.remove(str(crash.SCENARIO_DIR))
+    assert _harness.is_stream_ownership_error("thread 1: RuntimeError: There is no Stream(cpu, 0) in current thread.")
+    assert not _harness.is_stream_ownership_error("RuntimeError: [eval] something else")
+    for letter in ("C", "D"):
+        scenario = crash.scenario_by_name(letter)
+        assert PYEXC in scenario.acceptable
+        source = scenario.script.read_text()
+        assert "expected=is_stream_ownership_error(" in source and "expected=True" not in source
+    other = crash.classify(0, MARKER + json.dumps({"outcome": PYEXC, "detail": "RuntimeError: boom", "expected": False}) + "\n", "", False)
+    assert other.outcome == UNEXPECTED

@@ -46,3 +46,13 @@ def main(body) -> None:
 
 def exception_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+# MLX 0.31.2 and later make streams thread-local: evaluating a graph built on
+# another thread's stream raises this instead of racing (upstream's fix of
+# classes C and D, a semantics change). MLX 0.31.1 never raises it.
+STREAM_OWNERSHIP_ERROR = "There is no Stream("
+
+
+def is_stream_ownership_error(text: str) -> bool:
+    return STREAM_OWNERSHIP_ERROR in text and "in current thread" in text
