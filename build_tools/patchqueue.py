@@ -359,7 +359,7 @@ def export(repo: Path, branch: str, base: BasePin) -> list[str]:
             f"branch {branch} in {repo} has no commit with the pinned tree of {base.tag} ({base.tree})",
             hint="create the branch with `mlx-fork patches apply --dest DIR`, which commits the pristine tree first",
         )
-    old_names, _leading = read_series_names(base.series_file)
+    old_names = read_series_names(base.series_file)[0]
     old = [parse_patch(base.directory / n) for n in old_names]
     # A commit whose subject matches a patch of another base takes that patch's
     # file name, so one fix has one name (and number) on every base.

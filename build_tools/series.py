@@ -127,8 +127,8 @@ def write_series(series_file: Path, names: list[str], default_header: str) -> No
 
     Leading comment lines stay first (or `default_header` for a new file); a
     patch that stays keeps its line, inline comment included; comment lines
-    that followed the patch list (notes on patches not carried, for example)
-    stay after it.
+    after the first patch (notes on patches not carried, for example) follow
+    the new list, in their order.
     """
     leading: list[str] = []
     trailing: list[str] = []
