@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import metal_sim
@@ -308,95 +308,78 @@ class Scenario:
 
 MiB = 1 << 20
 
+# The kill switch of patches/<base>/0020 (no effect on trees without it).
+UNRETAINED_ENV = {"MLX_METAL_UNRETAINED_REFERENCES": "1"}
+
+
+def _unretained(s: Scenario) -> Scenario:
+    """`s` with retained references switched off: it then judges deferred cache release alone."""
+    return replace(s, name=f"{s.name}_unretained", env={**s.env, **UNRETAINED_ENV},
+                   fix="deferred cache release alone (retained references switched off)",
+                   summary=f"{s.name} with the retained-references patch switched off by its kill switch",
+                   patches=("release-cached-buffers",))
+
+
+_BUFFER_LIFETIME = ("retain-resources", "release-cached-buffers")
+CACHE_TRIM = Scenario(
+    name="cache_trim",
+    fix="retained command buffers / deferred cache release",
+    source="cache_trim.cpp",
+    env={"MLX_SIM_GPU_DELAY_US": "300", "MLX_SIM_GPU_JITTER_US": "700",
+         "MLX_SIM_MEMORY_SIZE": str(256 * MiB), "SCENARIO_CACHE_LIMIT": "0"},
+    summary="async_eval + allocation churn, cache limit 0, small memory, late GPU completion",
+    patches=_BUFFER_LIFETIME,
+)
+CONV3D_PAD_TRIM = Scenario(
+    name="conv3d_pad_trim",
+    fix="retained command buffers / deferred cache release",
+    source="conv3d_pad.cpp",
+    env={"MLX_SIM_GPU_DELAY_US": "300", "SCENARIO_CACHE_LIMIT": "0"},
+    summary="mx.conv3d with 3 input channels + async_eval, cache limit 0: the pad value conv.cpp drops "
+            "while its fill is pending is released at once",
+    patches=_BUFFER_LIFETIME,
+)
+CONV3D_PAD_CLEAR_CACHE = Scenario(
+    name="conv3d_pad_clear_cache",
+    fix="retained command buffers / deferred cache release",
+    source="conv3d_pad.cpp",
+    env={"MLX_SIM_GPU_DELAY_US": "300", "SCENARIO_CLEAR_CACHE": "1"},
+    summary="mx.conv3d + async_eval, then mx.clear_cache() without synchronizing (default cache limit)",
+    patches=_BUFFER_LIFETIME,
+)
+FAILED_COMMAND_BUFFER = Scenario(
+    name="failed_command_buffer",
+    fix="deferred errors",
+    source="failed_command_buffer.cpp",
+    env={"MLX_SIM_GPU_DELAY_US": "200"},
+    summary="a command buffer fails with out-of-memory; expect an exception at eval, stream usable after",
+    patches=("defer-command-buffer-errors",),
+)
+THREADS_STREAMS = Scenario(
+    name="threads_streams",
+    fix="per-stream locks",
+    source="threads_streams.cpp",
+    env={"MLX_SIM_GPU_DELAY_US": "100", "MLX_SIM_GPU_JITTER_US": "300",
+         "SCENARIO_THREADS": "8", "SCENARIO_ITERS": "60"},
+    summary="8 threads, each with its own new GPU stream, 60 eval/async_eval each, concurrently",
+    patches=("per-stream-locks",),
+)
+
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario(
-        name="cache_trim",
-        fix="retained command buffers / deferred cache release",
-        source="cache_trim.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "300", "MLX_SIM_GPU_JITTER_US": "700",
-             "MLX_SIM_MEMORY_SIZE": str(256 * MiB), "SCENARIO_CACHE_LIMIT": "0"},
-        summary="async_eval + allocation churn, cache limit 0, small memory, late GPU completion",
-        patches=("retain-resources", "release-cached-buffers"),
-    ),
-    Scenario(
-        name="conv3d_pad_trim",
-        fix="retained command buffers / deferred cache release",
-        source="conv3d_pad.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "300", "SCENARIO_CACHE_LIMIT": "0"},
-        summary="mx.conv3d with 3 input channels + async_eval, cache limit 0: the pad value conv.cpp drops "
-                "while its fill is pending is released at once",
-        patches=("retain-resources", "release-cached-buffers"),
-    ),
-    Scenario(
-        name="conv3d_pad_trim_unretained",
-        fix="deferred cache release alone (retained references switched off)",
-        source="conv3d_pad.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "300", "SCENARIO_CACHE_LIMIT": "0", "MLX_METAL_UNRETAINED_REFERENCES": "1"},
-        summary="conv3d_pad_trim with the retained-references patch switched off by its kill switch",
-        patches=("release-cached-buffers",),
-    ),
-    Scenario(
-        name="conv3d_pad_clear_cache",
-        fix="retained command buffers / deferred cache release",
-        source="conv3d_pad.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "300", "SCENARIO_CLEAR_CACHE": "1"},
-        summary="mx.conv3d + async_eval, then mx.clear_cache() without synchronizing (default cache limit)",
-        patches=("retain-resources", "release-cached-buffers"),
-    ),
-    Scenario(
-        name="conv3d_pad_clear_cache_unretained",
-        fix="deferred cache release alone (retained references switched off)",
-        source="conv3d_pad.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "300", "SCENARIO_CLEAR_CACHE": "1", "MLX_METAL_UNRETAINED_REFERENCES": "1"},
-        summary="conv3d_pad_clear_cache with the retained-references patch switched off by its kill switch",
-        patches=("release-cached-buffers",),
-    ),
-    Scenario(
-        name="failed_command_buffer",
-        fix="deferred errors",
-        source="failed_command_buffer.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "200"},
-        summary="a command buffer fails with out-of-memory; expect an exception at eval, stream usable after",
-        patches=("defer-command-buffer-errors",),
-    ),
-    Scenario(
-        name="threads_streams",
-        fix="per-stream locks",
-        source="threads_streams.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "100", "MLX_SIM_GPU_JITTER_US": "300",
-             "SCENARIO_THREADS": "8", "SCENARIO_ITERS": "60"},
-        summary="8 threads, each with its own new GPU stream, 60 eval/async_eval each, concurrently",
-        patches=("per-stream-locks",),
-    ),
-    Scenario(
-        name="threads_streams_tsan",
-        fix="allocator counters read under the allocator lock",
-        source="threads_streams.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "100", "MLX_SIM_GPU_JITTER_US": "300",
-             "SCENARIO_THREADS": "8", "SCENARIO_ITERS": "60"},
-        summary="threads_streams on a ThreadSanitizer build: any data race report fails the run",
-        patches=("per-stream-locks", "allocator-s-memory-counters"),
-        sanitize="thread",
-    ),
-    Scenario(
-        name="cache_trim_unretained",
-        fix="deferred cache release alone (retained references switched off)",
-        source="cache_trim.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "300", "MLX_SIM_GPU_JITTER_US": "700",
-             "MLX_SIM_MEMORY_SIZE": str(256 * MiB), "SCENARIO_CACHE_LIMIT": "0",
-             # the kill switch of patches/v0.31.1/0020 (no effect on trees without it)
-             "MLX_METAL_UNRETAINED_REFERENCES": "1"},
-        summary="cache_trim with the retained-references patch switched off by its kill switch",
-        patches=("release-cached-buffers",),
-    ),
-    Scenario(
-        name="failed_command_buffer_late_handlers",
-        fix="deferred errors",
-        source="failed_command_buffer.cpp",
-        env={"MLX_SIM_GPU_DELAY_US": "200", "MLX_SIM_LATE_HANDLERS_US": "3000"},
-        summary="failed_command_buffer with completion handlers running 3 ms after waiters wake",
-        patches=("defer-command-buffer-errors",),
-    ),
+    CACHE_TRIM,
+    CONV3D_PAD_TRIM,
+    _unretained(CONV3D_PAD_TRIM),
+    CONV3D_PAD_CLEAR_CACHE,
+    _unretained(CONV3D_PAD_CLEAR_CACHE),
+    FAILED_COMMAND_BUFFER,
+    THREADS_STREAMS,
+    replace(THREADS_STREAMS, name="threads_streams_tsan", fix="allocator counters read under the allocator lock",
+            summary="threads_streams on a ThreadSanitizer build: any data race report fails the run",
+            patches=("per-stream-locks", "allocator-s-memory-counters"), sanitize="thread"),
+    _unretained(CACHE_TRIM),
+    replace(FAILED_COMMAND_BUFFER, name="failed_command_buffer_late_handlers",
+            env={**FAILED_COMMAND_BUFFER.env, "MLX_SIM_LATE_HANDLERS_US": "3000"},
+            summary="failed_command_buffer with completion handlers running 3 ms after waiters wake"),
     Scenario(
         name="clear_cache_inflight",
         fix="deferred cache release",
