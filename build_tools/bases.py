@@ -33,6 +33,35 @@ class Dependency:
     platforms: tuple[str, ...]  # build profiles that fetch it
     offline: str  # how it is provided without network; see deps.py
     consequence: str = ""  # what is lost when it is configured away
+    # git-export only: the upstream repository, the pinned commit (and its tag),
+    # and the subtrees exported from it, each pinned by its git tree id.
+    repository: str = ""
+    commit: str = ""
+    tag: str = ""
+    exports: tuple[Export, ...] = ()
+
+
+@dataclass(frozen=True)
+class Export:
+    """One subtree of a git-export dependency: `path` in the repository, `to` in the exported copy."""
+
+    path: str
+    to: str
+    tree: str
+
+
+@dataclass(frozen=True)
+class Library:
+    """A prebuilt library a profile links against, from a pinned PyPI wheel (the stock wheel's Requires-Dist)."""
+
+    name: str
+    package: str  # PyPI distribution
+    version: str
+    wheel: str  # file name
+    sha256: str
+    platforms: tuple[str, ...]
+    headers: tuple[str, ...]  # globs inside the wheel, each below an include/ directory
+    shared: tuple[str, ...]  # globs of the shared libraries to link
 
 
 @dataclass(frozen=True)
@@ -47,6 +76,7 @@ class BasePin:
     build_stage_env: str  # "stage" (MLX_BUILD_STAGE) or "package" (MLX_BUILD_*_PACKAGE)
     dependencies: tuple[Dependency, ...] = field(default_factory=tuple)
     directory: Path = Path()
+    libraries: tuple[Library, ...] = field(default_factory=tuple)
 
     @property
     def series_file(self) -> Path:
@@ -100,8 +130,26 @@ def parse_base(data: dict, directory: Path, origin: Path | str = "base.toml") ->
                     platforms=tuple(d["platforms"]),
                     offline=str(d["offline"]),
                     consequence=str(d.get("consequence", "")),
+                    repository=str(d.get("repository", "")),
+                    commit=str(d.get("commit", "")),
+                    tag=str(d.get("tag", "")),
+                    exports=tuple(Export(path=str(e["path"]), to=str(e["to"]), tree=str(e["tree"]))
+                                  for e in d.get("exports", [])),
                 )
                 for d in data.get("dependencies", [])
+            ),
+            libraries=tuple(
+                Library(
+                    name=str(lib["name"]),
+                    package=str(lib["package"]),
+                    version=str(lib["version"]),
+                    wheel=str(lib["wheel"]),
+                    sha256=str(lib["sha256"]),
+                    platforms=tuple(lib["platforms"]),
+                    headers=tuple(lib.get("headers", [])),
+                    shared=tuple(lib.get("shared", [])),
+                )
+                for lib in data.get("libraries", [])
             ),
             directory=directory,
         )
@@ -110,6 +158,18 @@ def parse_base(data: dict, directory: Path, origin: Path | str = "base.toml") ->
     for label, value in (("commit", commit), ("tree", tree)):
         if not _SHA1.match(value):
             raise MlxForkError(f"{origin}: {label} {value!r} is not a 40-hex git object id")
+    for dep in pin.dependencies:
+        if dep.offline == "git-export":
+            if not _SHA1.match(dep.commit) or not dep.exports or not dep.repository:
+                raise MlxForkError(f"{origin}: git-export dependency {dep.name} needs repository, a 40-hex "
+                                   "commit and at least one [[dependencies.exports]] entry")
+            for entry in dep.exports:
+                if not _SHA1.match(entry.tree):
+                    raise MlxForkError(f"{origin}: {dep.name} export {entry.path}: tree {entry.tree!r} "
+                                       "is not a 40-hex git object id")
+    for lib in pin.libraries:
+        if not re.fullmatch(r"[0-9a-f]{64}", lib.sha256):
+            raise MlxForkError(f"{origin}: library {lib.name}: sha256 {lib.sha256!r} is not 64 hex digits")
     if pin.build_stage_env not in ("stage", "package"):
         raise MlxForkError(f"{origin}: build_stage_env must be 'stage' or 'package'")
     return pin

@@ -17,7 +17,11 @@ build needs no network:
                          MLX_BUILD_GGUF=OFF with its consequence printed
   stock-wheel-metal-cpp  metal-cpp from mlx/include/metal_cpp of the stock
                          mlx-metal wheel (the exact headers MLX shipped with)
-  online-only            fetched by CMake at configure time (CUDA, CI only)
+  git-export             a pinned commit of an upstream repository, exported
+                         from a local clone into the download cache and
+                         verified by git tree ids (CCCL, cudnn-frontend, CUTLASS)
+  cuda-toolkit           headers the CUDA toolkit ships (NVTX3) behind a shim
+  online-only            fetched by CMake at configure time
   unsupported-platform   a dependency of a platform mlx-fork does not target
 
 Shims are written under the build slot (`deps_dir`) so that compile lines
@@ -42,6 +46,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bases import BasePin, Dependency, load_base
+from .cuda_deps import (
+    cuda_prefix,
+    fetch_git_export,
+    fetch_library_wheel,
+    wheel_path,
+    cuda_toolkit_root,
+    export_dir,
+    is_exported,
+    nvtx_cpp_version,
+    nvtx_shim,
+    toolkit_version,
+)
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, work_dir
 from .profiles import PLATFORMS, Profile, get_profile, host_platform
@@ -54,6 +70,8 @@ STRATEGIES: tuple[str, ...] = (
     "debian-doctest",
     "user-dir",
     "stock-wheel-metal-cpp",
+    "git-export",
+    "cuda-toolkit",
     "online-only",
     "unsupported-platform",
 )
@@ -333,6 +351,26 @@ def _metal_cpp(dep: Dependency, deps_dir: Path, out: Provisioned, stock_wheel: P
     out.identities[dep.name] = f"metal-cpp {dep.version} from {stock_wheel.name}"
 
 
+def _git_export(dep: Dependency, out: Provisioned, work: Path) -> None:
+    if not is_exported(work, dep):
+        raise MlxForkError(
+            f"{dep.name} {dep.version} is not in the download cache",
+            hint=f"mlx-fork deps --platform linux-cuda --from {dep.name}=<clone of {dep.repository}>",
+        )
+    out.cmake_args.append(f"-DFETCHCONTENT_SOURCE_DIR_{dep.name.upper()}={export_dir(work, dep)}")
+    out.identities[dep.name] = f"git {dep.repository} {dep.tag or dep.version} {dep.commit[:12]}"
+
+
+def _cuda_toolkit(dep: Dependency, deps_dir: Path, out: Provisioned) -> None:
+    toolkit = cuda_toolkit_root()
+    shim = nvtx_shim(deps_dir, toolkit)
+    out.cmake_args.append(f"-DFETCHCONTENT_SOURCE_DIR_{dep.name.upper()}={shim}")
+    found = nvtx_cpp_version(toolkit)
+    out.identities[dep.name] = f"CUDA toolkit {toolkit_version(toolkit)} nvtx3 headers (C++ API {found})"
+    out.notes.append(f"{dep.name}: upstream pins NVTX {dep.version}; the CUDA toolkit's NVTX3 headers "
+                     f"(C++ API {found}) are used instead: {dep.consequence}")
+
+
 def provision(
     base: BasePin,
     profile: Profile,
@@ -368,11 +406,19 @@ def provision(
             _gguflib(dep, out, request.gguflib)
         elif dep.offline == "stock-wheel-metal-cpp":
             _metal_cpp(dep, deps_dir, out, stock_wheel)
+        elif dep.offline == "git-export":
+            _git_export(dep, out, work)
+        elif dep.offline == "cuda-toolkit":
+            _cuda_toolkit(dep, deps_dir, out)
         elif dep.offline == "online-only":
             out.online.append(dep.name)
             out.identities[dep.name] = f"downloaded by CMake: {dep.upstream}"
             out.notes.append(f"{dep.name} {dep.version}: {dep.consequence}")
         # unsupported-platform: never part of a profile mlx-fork builds.
+    if profile.name == "linux-cuda":
+        prefix = cuda_prefix(base, deps_dir, work)
+        out.cmake_args += prefix.cmake_args
+        out.identities.update(prefix.identities)
     # Everything local: forbid CMake from reaching out, so a missing pin fails
     # at configure time instead of silently downloading something else.
     disconnected = "OFF" if out.online else "ON"
@@ -442,6 +488,54 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(g) for g in match.groups() if g is not None)
 
 
+def _cmake_check(profile: Profile, macos: bool) -> Check:
+    # The same lookup the compile step uses (PATH, else beside this interpreter).
+    from .build import cmake_program
+
+    wanted = ".".join(str(v) for v in profile.cmake_minimum)
+    fix = f"{sys.executable} -m pip install 'cmake>={wanted}'"
+    try:
+        program = cmake_program(profile.cmake_minimum)
+    except MlxForkError:
+        found = _tool_version(["cmake", "--version"])
+        return Check(f"CMake >= {wanted}", False, f"{found} (too old)" if found else "not found",
+                     fix if profile.cmake_minimum > (3, 24) else install_hint("cmake", macos) + f" (or: {fix})")
+    return Check(f"CMake >= {wanted}", True, f"{program}: {_tool_version([program, '--version'])}")
+
+
+def cuda_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
+    """The CUDA toolkit and every pinned CUDA input in the download cache (what `mlx-fork deps` provides)."""
+    checks: list[Check] = []
+    fetch = f"mlx-fork deps --base {base.name} --platform linux-cuda"
+    try:
+        toolkit = cuda_toolkit_root()
+        checks.append(Check("CUDA toolkit (nvcc)", True, f"{toolkit} ({toolkit_version(toolkit)})"))
+    except MlxForkError as exc:
+        checks.append(Check("CUDA toolkit (nvcc)", False, str(exc), "install the CUDA 13 toolkit (cuda-nvcc-13)"))
+        toolkit = None
+    for dep in base.dependencies:
+        if profile.name not in dep.platforms:
+            continue
+        if dep.offline == "git-export":
+            ok = is_exported(work, dep)
+            checks.append(Check(f"{dep.name} {dep.version} ({dep.tag} {dep.commit[:12]})", ok,
+                                str(export_dir(work, dep)) if ok else "not in the download cache",
+                                f"{fetch} --from {dep.name}=<clone of {dep.repository}>"))
+        elif dep.offline == "cuda-toolkit":
+            ok = toolkit is not None and (toolkit / "include" / "nvtx3" / "nvtx3.hpp").is_file()
+            detail = (f"toolkit nvtx3 headers, C++ API {nvtx_cpp_version(toolkit)} (upstream pins {dep.version})"
+                      if ok and toolkit is not None else "the toolkit has no include/nvtx3")
+            checks.append(Check(f"{dep.name} (from the CUDA toolkit)", ok, detail, "install the full CUDA toolkit"))
+    for library in base.libraries:
+        if profile.name not in library.platforms:
+            continue
+        path = wheel_path(work, library)
+        ok = path.is_file()
+        checks.append(Check(f"{library.package} {library.version}", ok, str(path) if ok else "not downloaded",
+                            fetch))
+    return checks
+
+
 def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
     macos = profile.is_macos
     checks: list[Check] = []
@@ -449,10 +543,7 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
     version = _tool_version([cxx, "--version"])
     checks.append(Check("C++ compiler", version is not None, version or f"{cxx} not found",
                         install_hint("compiler", macos)))
-    cmake = _tool_version(["cmake", "--version"])
-    cmake_ok = cmake is not None and _version_tuple(cmake) >= (3, 24)
-    checks.append(Check("CMake >= 3.24", cmake_ok, cmake or "not found",
-                        install_hint("cmake", macos) + " (or: python3 -m pip install 'cmake>=3.24')"))
+    checks.append(_cmake_check(profile, macos))
     ninja = _tool_version(["ninja", "--version"])
     checks.append(Check("Ninja", ninja is not None, ninja or "not found", install_hint("ninja", macos)))
     ccache = _tool_version(["ccache", "--version"])
@@ -488,6 +579,8 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
     checks.append(Check("doctest (C++ tests only)", doctest is not None,
                         f"{doctest[0]} ({doctest[1]})" if doctest else "not found",
                         install_hint("doctest", macos), required=False))
+    if profile.name == "linux-cuda":
+        checks += cuda_checks(base, profile, work)
     for dep in base.dependencies:
         if dep.offline == "pypi-sdist":
             sdist = find_nanobind_sdist(dep.version, work)
@@ -529,7 +622,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--base", default=PRIMARY_BASE)
     parser.add_argument("--platform", default="auto", choices=("auto",) + PLATFORMS)
+    parser.add_argument("--cuda-arch", default="release", help=argparse.SUPPRESS)
     parser.set_defaults(func=_cmd_doctor)
+    _register_fetch(sub)
+
+
+def _register_fetch(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "deps",
+        help="fetch a base's pinned dependencies for a platform into the download cache (offline builds)",
+        description="Export every git-export dependency of a base from a local clone (or its upstream URL) and "
+        "download the pinned library wheels, verifying git tree ids and sha256. Builds then configure with no "
+        "network; `mlx-fork doctor` reports what is cached.",
+    )
+    parser.add_argument("--base", default=PRIMARY_BASE)
+    parser.add_argument("--platform", default="linux-cuda", choices=PLATFORMS)
+    parser.add_argument("--from", dest="sources", action="append", default=[], metavar="NAME=PATH|URL",
+                        help="where a git-export dependency comes from (a local clone or mirror, or a URL); "
+                        "default: its upstream repository")
+    parser.add_argument("--wheels-from", type=Path, default=None, metavar="DIR",
+                        help="a directory holding the pinned library wheels (else pip downloads them)")
+    parser.set_defaults(func=_cmd_fetch)
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    base = load_base(args.base)
+    work = work_dir()
+    sources: dict[str, str] = {}
+    known = {d.name for d in base.dependencies if d.offline == "git-export"}
+    for spec in args.sources:
+        name, sep, where = spec.partition("=")
+        if not sep or name not in known:
+            raise MlxForkError(f"--from {spec!r}: expected NAME=PATH with NAME one of {', '.join(sorted(known))}")
+        sources[name] = where
+    for dep in base.dependencies:
+        if dep.offline != "git-export" or args.platform not in dep.platforms:
+            continue
+        path = fetch_git_export(work, dep, sources.get(dep.name, dep.repository))
+        print(f"{dep.name} {dep.version}: {path}")
+    for library in base.libraries:
+        if args.platform not in library.platforms:
+            continue
+        path = fetch_library_wheel(work, library, args.wheels_from)
+        print(f"{library.name} {library.version}: {path}")
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
