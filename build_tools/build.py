@@ -45,7 +45,7 @@ from .errors import MlxForkError
 from .manifest import Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
 from .proc import run, say
-from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
+from .profiles import DEFAULT_CMAKE_MINIMUM, MACOS_TARGETS, PLATFORMS, Profile, get_profile
 
 NINJA_TARGET = "mlx"
 _PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
@@ -179,6 +179,13 @@ def _first_line(cmd: list[str]) -> str:
     return text[0].strip() if text else "unknown"
 
 
+def _cmake_version(profile: Profile) -> str:
+    try:
+        return _first_line([cmake_program(profile.cmake_minimum), "--version"])
+    except MlxForkError:
+        return "not found"
+
+
 def toolchain(profile: Profile) -> dict[str, str | None]:
     """Versions of everything that shapes the compiled library (recorded and hashed)."""
     cxx = os.environ.get("CXX", "c++")
@@ -186,7 +193,7 @@ def toolchain(profile: Profile) -> dict[str, str | None]:
     info: dict[str, str | None] = {
         "cxx": _first_line([cxx, "--version"]),
         "cc": _first_line([cc, "--version"]),
-        "cmake": _first_line(["cmake", "--version"]),
+        "cmake": _cmake_version(profile),
         "ninja": _first_line(["ninja", "--version"]),
         "machine": platform.machine(),
         "sdk": None,
@@ -242,7 +249,30 @@ def ccache_env(work: Path) -> dict[str, str]:
     return env
 
 
-def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: dict[str, str]) -> bool:
+def cmake_program(minimum: tuple[int, int]) -> str:
+    """The CMake to configure with: PATH's, else (too old or missing) the one beside this interpreter.
+
+    The `cuda` extra installs PyPI's cmake into the tool's environment, which
+    nothing puts on PATH; Debian's CMake 3.25 cannot configure CUDA 13.
+    """
+    on_path = shutil.which("cmake")
+    beside = Path(sys.executable).parent / "cmake"
+    if on_path and (minimum <= DEFAULT_CMAKE_MINIMUM or _cmake_at_least(on_path, minimum)):
+        return on_path  # for most profiles any CMake on PATH: configure judges it, as before
+    if beside.is_file() and _cmake_at_least(str(beside), minimum):
+        return str(beside)
+    raise MlxForkError(f"no CMake >= {minimum[0]}.{minimum[1]} found (PATH or this environment)",
+                       hint=f"{sys.executable} -m pip install 'cmake>={minimum[0]}.{minimum[1]}' "
+                       "(or install the tool with its `cuda` extra)")
+
+
+def _cmake_at_least(program: str, minimum: tuple[int, int]) -> bool:
+    version = re.search(r"version (\d+)\.(\d+)", _first_line([program, "--version"]))
+    return version is not None and (int(version.group(1)), int(version.group(2))) >= minimum
+
+
+def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: dict[str, str],
+              cmake: str = "cmake") -> bool:
     """Run CMake unless the build dir was configured with exactly these arguments. True if it ran."""
     stamp = build / "mlx-fork-configure.txt"
     wanted = "\n".join([str(tree.resolve())] + cmake_args) + "\n"
@@ -250,7 +280,7 @@ def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: di
         return False
     build.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
-    run(["cmake", "-G", "Ninja", "-S", tree, "-B", build, *cmake_args], step="configure (cmake)", env=env, log=log)
+    run([cmake, "-G", "Ninja", "-S", tree, "-B", build, *cmake_args], step="configure (cmake)", env=env, log=log)
     stamp.write_text(wanted)
     return True
 
@@ -315,7 +345,7 @@ def compile_tree(tree: Path, build: Path, cmake_args: list[str], logs: Path, *, 
     """Configure (if needed) and build libmlx; returns the library path."""
     env = {**ccache_env(work), **profile.env}
     say(f"configure: {build} ({'reusing' if (build / 'build.ninja').exists() else 'new'} build dir)")
-    configure(tree, build, cmake_args, logs / "configure.log", env)
+    configure(tree, build, cmake_args, logs / "configure.log", env, cmake_program(profile.cmake_minimum))
     ninja(build, NINJA_TARGET, logs / "compile.log", env, jobs)
     library = build / profile.library
     if not library.is_file():
@@ -475,6 +505,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         "toolchain": toolchain(profile),
         "stock_wheel": {"filename": stock.name, "sha256": sha256_file(stock)},
     }
+    if profile.env and not profile.is_macos:  # macOS: the deployment target is in the toolchain
+        inputs["build_env"] = dict(profile.env)
     manifest = Manifest(inputs=inputs, info={
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source_origin": pristine.origin,
@@ -552,6 +584,9 @@ def _add_platform_args(parser: argparse.ArgumentParser) -> None:
                         help="macOS deployment target (one build per stock mlx-metal wheel; default 14.0)")
     parser.add_argument("--gguflib", type=Path, default=None,
                         help="gguf-tools checkout for MLX_BUILD_GGUF=ON (or MLX_FORK_GGUFLIB); default: GGUF off")
+    parser.add_argument("--cuda-arch", default="release",
+                        help="linux-cuda targets: 'release' (stock's list, default) or e.g. '90a' for a fast "
+                        "validation build; part of the label")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (ninja -j)")
 
 
@@ -591,9 +626,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     base = load_base(args.base)
-    profile = get_profile(args.platform, args.macos_target)
-    if not profile.offline:
-        say(f"note: {profile.name} downloads some dependencies at configure time (CI only)")
+    profile = get_profile(args.platform, args.macos_target, cuda_arch=args.cuda_arch)
     opts = BuildOptions(base=base, profile=profile, source=args.source, full=args.full, gguflib=args.gguflib,
                         jobs=args.jobs, verify=not args.no_verify, via=args.via)
     started = time.monotonic()
@@ -614,7 +647,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     base = load_base(args.base)
-    profile = get_profile(args.platform, args.macos_target)
+    profile = get_profile(args.platform, args.macos_target, cuda_arch=args.cuda_arch)
     check_host(profile)
     build_dir = args.build_dir.resolve()
     # Same layout as a build slot (<dir>/build + <dir>/deps): identical compile lines, so

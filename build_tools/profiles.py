@@ -21,6 +21,7 @@ MACOS_TARGETS: tuple[str, ...] = ("14.0", "15.0", "26.0")
 DEFAULT_MACOS_TARGET = "14.0"
 
 PLATFORMS: tuple[str, ...] = ("linux-cpu", "macos-metal", "linux-cuda")
+DEFAULT_CMAKE_MINIMUM: tuple[int, int] = (3, 24)
 
 # Switches every profile shares: a shared libmlx (a static one "builds" and
 # ships nothing), no tests/examples/benchmarks, no Python bindings (overlay
@@ -45,8 +46,8 @@ class Profile:
     env: dict[str, str] = field(default_factory=dict)  # build environment (deployment target)
     deployment_target: str | None = None
     vendored_libs: str | None = None  # auditwheel's vendored-libs directory in the stock wheel
-    # Profiles whose FetchContent deps cannot all be supplied offline (CUDA).
-    offline: bool = True
+    # The oldest CMake that configures this profile (CUDA 13 needs CMake 4's CUDA20 dialect support).
+    cmake_minimum: tuple[int, int] = DEFAULT_CMAKE_MINIMUM
 
     @property
     def is_macos(self) -> bool:
@@ -82,9 +83,36 @@ def default_macos_target() -> str:
     return f"{major}.{minor or '0'}"
 
 
+# The CUDA targets of upstream's release wheels (setup.py, backend stage), per base
+# generation; "release" selects them. A validation build names one target ("90a").
+CUDA_RELEASE_ARCHITECTURES: tuple[str, ...] = ("75-real", "80-real", "90a-real", "100a-real", "120a-real",
+                                               "120-virtual")
+# Upstream's release build skips the Hopper-only qmm_impl_sm90 kernels; so does ours,
+# so a patched libmlx has exactly the stock wheel's kernel set.
+CUDA_BUILD_ENV: dict[str, str] = {"MLX_DISABLE_SM90A_KERNELS": "1"}
+
+
+def cuda_architectures(spec: str) -> tuple[str, ...]:
+    """--cuda-arch: "release" (stock's list) or a ';'/','-separated list such as "90a"."""
+    if spec == "release":
+        return CUDA_RELEASE_ARCHITECTURES
+    archs = tuple(a.strip() for a in spec.replace(",", ";").split(";") if a.strip())
+    bad = [a for a in archs if not re_arch(a)]
+    if not archs or bad:
+        raise MlxForkError(f"--cuda-arch {spec!r}: not a CUDA architecture list",
+                           hint="use 'release' (stock's targets) or e.g. 90a, or '80-real;90a-real'")
+    return archs
+
+
+def re_arch(arch: str) -> bool:
+    import re
+
+    return re.fullmatch(r"\d{2,3}[af]?(-real|-virtual)?", arch) is not None
+
+
 def default_cuda_toolkit() -> str:
-    """MLX_FORK_CUDA (12 or 13), else 12: which stock mlx-cuda-<N> wheel a CUDA build overlays."""
-    value = os.environ.get("MLX_FORK_CUDA", "12").strip()
+    """MLX_FORK_CUDA (12 or 13), else 13: which stock mlx-cuda-<N> wheel a CUDA build overlays."""
+    value = os.environ.get("MLX_FORK_CUDA", "13").strip()
     if value not in ("12", "13"):
         raise MlxForkError(f"MLX_FORK_CUDA={value!r}: upstream ships mlx-cuda-12 and mlx-cuda-13")
     return value
@@ -95,7 +123,8 @@ def macos_platform_tag(target: str) -> str:
     return f"macosx_{major}_{minor or '0'}_arm64"
 
 
-def get_profile(name: str = "auto", macos_target: str | None = None, *, machine: str | None = None) -> Profile:
+def get_profile(name: str = "auto", macos_target: str | None = None, *, machine: str | None = None,
+                cuda_arch: str = "release") -> Profile:
     if name == "auto":
         name = host_platform()
     if name == "linux-cpu":
@@ -135,14 +164,19 @@ def get_profile(name: str = "auto", macos_target: str | None = None, *, machine:
         )
     if name == "linux-cuda":
         toolkit = default_cuda_toolkit()
+        archs = cuda_architectures(cuda_arch)
         return Profile(
             name=name,
             backend_dist=f"mlx-cuda-{toolkit}",
             platform_tag=linux_platform_tag(machine),
             library="libmlx.so",
             cmake_args=COMMON_CMAKE_ARGS
-            + ("-DMLX_BUILD_CPU=ON", "-DMLX_BUILD_METAL=OFF", "-DMLX_BUILD_CUDA=ON"),
+            + ("-DMLX_BUILD_CPU=ON", "-DMLX_BUILD_METAL=OFF", "-DMLX_BUILD_CUDA=ON",
+               f"-DMLX_CUDA_ARCHITECTURES={';'.join(archs)}",
+               # The RPATH of the stock wheel: CUDA libraries from the nvidia-* wheels.
+               "-DMLX_LOAD_CUDA_LIBS_FROM_PYTHON=ON"),
+            env=dict(CUDA_BUILD_ENV),
             vendored_libs=f"mlx_cuda_{toolkit}.libs",
-            offline=False,
+            cmake_minimum=(4, 0),
         )
     raise MlxForkError(f"unknown platform {name!r}", hint=f"use auto or one of {', '.join(PLATFORMS)}")

@@ -218,7 +218,7 @@ def test_profiles() -> None:
         assert mac.env == {"MACOSX_DEPLOYMENT_TARGET": target}
     with pytest.raises(MlxForkError, match="no stock mlx-metal wheel"):
         get_profile("macos-metal", "13.0")
-    assert not get_profile("linux-cuda").offline
+    assert "-DMLX_BUILD_CUDA=ON" in get_profile("linux-cuda").cmake_args
 
 
 def test_slot_dir_separates_platforms_and_targets(tmp_path: Path) -> None:
