@@ -25,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from .bases import BasePin, available_bases, load_base
 from .errors import MlxForkError
+from .proc import run
 from .series import Patch, Series, lint_patch, parse_patch, read_series_names, write_series
 
 # Fixed identities and dates keep queue commits (and so exported patches) reproducible.
@@ -56,13 +57,15 @@ class PatchStatus:
         return asdict(self)
 
 
-def _git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_GIT_ENV, **(env or {})},
-    )
+def _git(
+    repo: Path,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    proc = run(["git", "-C", str(repo), *args], step=f"git {args[0]}", env={**_GIT_ENV, **(env or {})},
+               check=False, input=input)
     if check and proc.returncode != 0:
         raise MlxForkError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
     return proc
