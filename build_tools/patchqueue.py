@@ -19,12 +19,14 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
+from email.utils import mktime_tz, parsedate_tz
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
 from .bases import BasePin, available_bases, load_base
 from .errors import MlxForkError
+from .proc import run
 from .series import Patch, Series, lint_patch, parse_patch, read_series_names, write_series
 
 # Fixed identities and dates keep queue commits (and so exported patches) reproducible.
@@ -56,13 +58,15 @@ class PatchStatus:
         return asdict(self)
 
 
-def _git(repo: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **_GIT_ENV, **(env or {})},
-    )
+def _git(
+    repo: Path,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    proc = run(["git", "-C", str(repo), *args], step=f"git {args[0]}", env={**_GIT_ENV, **(env or {})},
+               check=False, input=input)
     if check and proc.returncode != 0:
         raise MlxForkError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
     return proc
@@ -297,39 +301,144 @@ def _format_patches(
 ) -> list[str]:
     """Write `since..branch` as patch files into `directory`; return their names in order.
 
-    A commit keeps the file name of the old patch with the same subject, and
-    regains its DEP-3 headers if its message lost them.
+    A commit keeps the file name of the old patch with the same subject. If the
+    commit is what `git am` makes of that old file, the old file is copied as it
+    is: its bytes, so its sha256 and the build label, stay whatever git version
+    or options made it. A changed commit is formatted again with the old file's
+    index-line style, and regains its DEP-3 headers if its message lost them.
     """
+    commits = _git(repo, "rev-list", "--reverse", f"{since}..{branch}").stdout.split()
+    used_numbers = [int(n[:4]) for n in names_by_subject.values() if n[:4].isdigit()]
+    next_number = max(used_numbers, default=0) + 1
+    written: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        _git(
-            repo,
-            "format-patch",
-            "--quiet",
-            "--zero-commit",
-            "--no-signature",
-            "--no-numbered",
-            "--full-index",
-            "-o",
-            str(out),
-            f"{since}..{branch}",
-        )
-        produced = sorted(out.glob("*.patch"))
-        used_numbers = [int(n[:4]) for n in names_by_subject.values() if n[:4].isdigit()]
-        next_number = max(used_numbers, default=0) + 1
-        written: list[str] = []
-        for path in produced:
-            patch = parse_patch(path)
+        for position, commit in enumerate(commits, start=1):
+            fresh = _format_commit(repo, commit, Path(tmp) / f"{position}-full", abbrev=None)
+            patch = parse_patch(fresh)
             name = names_by_subject.get(patch.subject)
             if name is None:
-                name = f"{next_number:04d}-{path.name[5:]}"
+                name = f"{next_number:04d}-{fresh.name[5:]}"
                 next_number += 1
             old = old_by_subject.get(patch.subject)
-            if old is not None and lint_patch(patch) and not lint_patch(old):
-                _restore_headers(path, old)
-            shutil.copy2(path, directory / name)
+            if old is not None and _reproduces(repo, commit, old, fresh):
+                shutil.copy2(old.path, directory / name)
+            else:
+                if old is not None:
+                    abbrev = _index_abbrev(old.path.read_text(encoding="utf-8"))
+                    if abbrev is not None:
+                        fresh = _format_commit(repo, commit, Path(tmp) / f"{position}-abbrev", abbrev=abbrev)
+                    if lint_patch(patch) and not lint_patch(old):
+                        _restore_headers(fresh, old)
+                shutil.copy2(fresh, directory / name)
             written.append(name)
-        return written
+    return written
+
+
+def _format_commit(repo: Path, commit: str, out: Path, abbrev: int | None) -> Path:
+    """`commit` as a patch file in `out`: all-zero From hash, no signature, no [PATCH n/m].
+
+    `abbrev` is the length of the object names on index lines; None writes them
+    in full. The user's global git configuration is left out because settings
+    such as diff.noprefix, diff.algorithm or format.signOff change the output.
+    """
+    index = ["--full-index"] if abbrev is None else [f"--abbrev={abbrev}"]
+    _git(
+        repo,
+        "format-patch",
+        "--quiet",
+        "-1",
+        "--zero-commit",
+        "--no-signature",
+        "--no-numbered",
+        *index,
+        "-o",
+        str(out),
+        commit,
+        env={"GIT_CONFIG_GLOBAL": os.devnull},
+    )
+    produced = sorted(out.glob("*.patch"))
+    if len(produced) != 1:
+        raise MlxForkError(f"git format-patch wrote {len(produced)} files for commit {commit[:12]}, expected one")
+    return produced[0]
+
+
+_INDEX_LINE = re.compile(r"^index ([0-9a-f]+)\.\.([0-9a-f]+)(.*)$")
+
+
+def _file_headers(text: str) -> list[tuple[str, tuple[str, str, str] | None]]:
+    """Each file's `diff --git` line with its index line's (old name, new name, mode), None if it has none."""
+    headers: list[tuple[str, tuple[str, str, str] | None]] = []
+    for line in text.splitlines():
+        if line.startswith("diff --git "):
+            headers.append((line, None))
+        elif headers and headers[-1][1] is None:
+            match = _INDEX_LINE.match(line)
+            if match:
+                headers[-1] = (headers[-1][0], (match.group(1), match.group(2), match.group(3)))
+    return headers
+
+
+def _index_abbrev(text: str) -> int | None:
+    """How long the object names on `text`'s index lines are; None when they are full (or absent)."""
+    lengths = [len(name) for _, index in _file_headers(text) if index for name in index[:2]]
+    if not lengths or min(lengths) >= 40:
+        return None
+    # git lengthens an abbreviation that would be ambiguous, so the shortest is the one asked for.
+    return min(lengths)
+
+
+def _reproduces(repo: Path, commit: str, old: Patch, fresh: Path) -> bool:
+    """Is `commit` exactly what `git am` makes of `old` on top of the commit's parent?
+
+    Its tree, author, date and message must be the ones `old` gives, and the
+    blobs named on `old`'s index lines must be the commit's own: a patch whose
+    hunks moved (an earlier patch changed the file) is written again, with its
+    new line numbers, even though it still applies.
+    """
+    old_headers = _file_headers(old.path.read_text(encoding="utf-8"))
+    new_headers = _file_headers(fresh.read_text(encoding="utf-8"))
+    if len(old_headers) != len(new_headers):
+        return False
+    for (old_diff, old_index), (new_diff, new_index) in zip(old_headers, new_headers):
+        if old_diff != new_diff or (old_index is None) != (new_index is None):
+            return False
+        if old_index is not None and new_index is not None and not (
+            new_index[0].startswith(old_index[0]) and new_index[1].startswith(old_index[1]) and new_index[2] == old_index[2]
+        ):
+            return False
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        index = {"GIT_INDEX_FILE": str(scratch / "index")}
+        _git(repo, "read-tree", f"{commit}^", env=index)
+        if _git(repo, "apply", "--cached", str(old.path.resolve()), check=False, env=index).returncode != 0:
+            return False
+        if _git(repo, "write-tree", env=index).stdout.strip() != _git(repo, "rev-parse", f"{commit}^{{tree}}").stdout.strip():
+            return False
+        # git am takes author, date and message from what git mailinfo reads in the file.
+        info = _git(repo, "mailinfo", str(scratch / "msg"), str(scratch / "patch"),
+                    input=old.path.read_text(encoding="utf-8")).stdout
+        body = (scratch / "msg").read_text(encoding="utf-8")
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(": ")
+        fields[key] = value
+    message = _git(repo, "stripspace", input=f"{fields.get('Subject', '')}\n\n{body}").stdout
+    raw = _git(repo, "cat-file", "commit", commit).stdout
+    if raw.partition("\n\n")[2] != message:
+        return False
+    author = _git(repo, "show", "-s", "--date=raw", "--format=%an%n%ae%n%ad", commit).stdout.splitlines()
+    return author == [fields.get("Author", ""), fields.get("Email", ""), _raw_date(fields.get("Date", ""))]
+
+
+def _raw_date(date: str) -> str:
+    """An RFC 2822 date as git's raw form, "<seconds> <+hhmm>"; empty if it does not parse."""
+    parsed = parsedate_tz(date)
+    if parsed is None:
+        return ""
+    offset = parsed[9] or 0
+    sign = "-" if offset < 0 else "+"
+    hours, minutes = divmod(abs(offset) // 60, 60)
+    return f"{mktime_tz(parsed)} {sign}{hours:02d}{minutes:02d}"
 
 
 def _restore_headers(path: Path, old: Patch) -> None:

@@ -25,10 +25,11 @@ def run(
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
     check: bool = True,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `cmd`; with `log`, stream its output there and name the log on failure.
 
-    `env` entries are added to the current environment.
+    `env` entries are added to the current environment; `input` is its stdin.
     """
     argv = [str(c) for c in cmd]
     full_env = dict(os.environ)
@@ -42,11 +43,11 @@ def run(
                 fh.write(f"$ {' '.join(argv)}\n")
                 fh.flush()
                 proc = subprocess.run(
-                    argv, cwd=cwd, env=full_env, stdout=fh, stderr=subprocess.STDOUT, text=True
+                    argv, cwd=cwd, env=full_env, input=input, stdout=fh, stderr=subprocess.STDOUT, text=True
                 )
             proc = subprocess.CompletedProcess(argv, proc.returncode, "", "")
         else:
-            proc = subprocess.run(argv, cwd=cwd, env=full_env, capture_output=True, text=True)
+            proc = subprocess.run(argv, cwd=cwd, env=full_env, input=input, capture_output=True, text=True)
     except FileNotFoundError as exc:
         raise MlxForkError(
             f"{step}: {argv[0]} not found", hint="run `mlx-fork doctor` for install commands"

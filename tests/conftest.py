@@ -119,8 +119,12 @@ def project(tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch)
 
 
 def make_patch(upstream: Upstream, out_dir: Path, edits: dict[str, tuple[str, str]], subject: str,
-               headers: str | None = None, name: str | None = None, at: str = "v0.1.0") -> Path:
-    """Commit `edits` ({path: (old, new)} text replacements) on top of `at`; write it as a format-patch file."""
+               headers: str | None = None, name: str | None = None, at: str = "v0.1.0",
+               abbrev: int | None = None) -> Path:
+    """Commit `edits` ({path: (old, new)} text replacements) on top of `at`; write it as a format-patch file.
+
+    Index lines name objects in full, or abbreviated to `abbrev` digits.
+    """
     work = out_dir.parent / f"edit-{subject.replace(' ', '-')}"
     git(upstream.repo, "worktree", "add", "-q", "--detach", str(work), at)
     for path, (old, new) in edits.items():
@@ -132,7 +136,8 @@ def make_patch(upstream: Upstream, out_dir: Path, edits: dict[str, tuple[str, st
     body = headers if headers is not None else DEP3.format(desc=subject)
     git(work, "commit", "-qm", f"{subject}\n\n{body}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    produced = git(work, "format-patch", "-1", "--zero-commit", "--no-signature", "-N", "--full-index", "-o", str(out_dir))
+    index = "--full-index" if abbrev is None else f"--abbrev={abbrev}"
+    produced = git(work, "format-patch", "-1", "--zero-commit", "--no-signature", "-N", index, "-o", str(out_dir))
     patch = Path(produced.splitlines()[-1])
     if name:
         patch = patch.rename(out_dir / name)

@@ -106,6 +106,75 @@ def test_export_round_trip_is_byte_identical(three_patches: Path, upstream: Upst
     assert (three_patches / "series").read_text() == series_before
 
 
+@pytest.fixture
+def abbreviated_patches(project: Path, upstream: Upstream) -> Path:
+    """v0.1.0 series of two patches on separate files with 9-digit index lines, as the v0.31.1 CPU patches have."""
+    d = project / "patches" / "v0.1.0"
+    p1 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 3\n", "line 3 ours\n")}, "scheduler three",
+                    name="0001-scheduler-three.patch", abbrev=9)
+    p2 = make_patch(upstream, d, {"mlx/array.cpp": ("line 2\n", "line 2 ours\n")}, "array two",
+                    name="0002-array-two.patch", abbrev=9)
+    add_to_series(d, p1.name, p2.name)
+    return d
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+
+def test_export_keeps_abbreviated_files_of_unchanged_commits(abbreviated_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    # Formatting the commits again would write 40-digit index lines: new bytes, new build label.
+    before = _files(abbreviated_patches)
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    git(dest, "rebase", "-q", "--force-rebase", "pristine")  # new commits, same content
+    assert patchqueue.export(dest, "patch-queue", load_base("v0.1.0")) == ["0001-scheduler-three.patch", "0002-array-two.patch"]
+    assert _files(abbreviated_patches) == before
+
+
+def test_export_rewrites_only_the_changed_commit_in_its_index_style(abbreviated_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    before = _files(abbreviated_patches)
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    (dest / "mlx" / "array.cpp").write_text((dest / "mlx" / "array.cpp").read_text().replace("line 5\n", "line 5 too\n"))
+    git(dest, "commit", "-q", "--amend", "--no-edit", "-a")
+    patchqueue.export(dest, "patch-queue", load_base("v0.1.0"))
+    after = _files(abbreviated_patches)
+    assert [name for name in sorted(before) if after[name] != before[name]] == ["0002-array-two.patch"]
+    text = after["0002-array-two.patch"].decode()
+    assert "+// array line 5 too" in text
+    index = [line for line in text.splitlines() if line.startswith("index ")]
+    assert len(index) == 1 and len(index[0].split()[1]) == len("123456789..123456789")
+
+
+def test_export_rewrites_a_later_patch_whose_hunks_moved(project: Path, upstream: Upstream, tmp_path: Path) -> None:
+    # 0002 still applies after 0001 grew (with an offset), but its line numbers and
+    # index line are stale, so it is written again; an untouched 0001 would be kept.
+    d = project / "patches" / "v0.1.0"
+    p1 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 3\n", "line 3 ours\n")}, "scheduler three",
+                    name="0001-scheduler-three.patch")
+    p2 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 20\n", "line 20 ours\n")}, "scheduler twenty",
+                    name="0002-scheduler-twenty.patch")
+    add_to_series(d, p1.name, p2.name)
+    dest = tmp_path / "queue"
+    patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
+    patchqueue.export(dest, "patch-queue", load_base("v0.1.0"))  # 0002 now records 0001's result as its base
+    before = _files(d)
+    assert main(["patches", "apply", "--base", "v0.1.0", "--dest", str(dest), "--source", str(tmp_path / "mirror.git")]) == 0
+    git(dest, "checkout", "-qb", "work", "pristine")
+    git(dest, "cherry-pick", "patch-queue~1")
+    scheduler = dest / "mlx" / "scheduler.cpp"
+    scheduler.write_text("// a new first line\n" + scheduler.read_text())
+    git(dest, "commit", "-q", "--amend", "--no-edit", "-a")
+    git(dest, "cherry-pick", "patch-queue")
+    patchqueue.export(dest, "work", load_base("v0.1.0"))
+    after = _files(d)
+    assert after["0001-scheduler-three.patch"] != before["0001-scheduler-three.patch"]
+    assert after["0002-scheduler-twenty.patch"] != before["0002-scheduler-twenty.patch"]
+    assert "@@ -18," in after["0002-scheduler-twenty.patch"].decode()
+    assert after["series"] == before["series"]
+
+
 def _queue_with_a_new_fix(upstream: Upstream, tmp_path: Path) -> Path:
     """The v0.1.0 series applied as a queue, plus one new commit on branch `work`."""
     dest = tmp_path / "queue"
