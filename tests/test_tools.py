@@ -123,3 +123,23 @@ def test_doctor_and_the_overlay_check_look_auditwheel_up_the_same_way(
     with pytest.raises(MlxForkError, match="auditwheel is not installed") as err:
         package.auditwheel_check(tmp_path / "x.whl", profile)
     assert err.value.hint == check.fix == tools.install_command("auditwheel")
+
+
+def test_venvstacks_comes_from_mlx_fork_venvstacks_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from build_tools import stack
+
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setitem(tools.ENV_TOOLS, "venvstacks", tools.EnvTool("venvstacks", None, "venvstacks"))
+    _executable(tmp_path / "elsewhere" / "venvstacks")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'elsewhere'}{os.pathsep}{SYSTEM_PATH}")
+    monkeypatch.delenv("MLX_FORK_VENVSTACKS", raising=False)
+    with pytest.raises(MlxForkError, match="venvstacks is not installed .* MLX_FORK_VENVSTACKS is not set"):
+        stack.venvstacks_command()
+    script = _executable(venv_bin / "venvstacks")
+    assert stack.venvstacks_command() == [str(script)]
+    monkeypatch.setenv("MLX_FORK_VENVSTACKS", "/opt/venvstacks/bin/venvstacks")
+    assert stack.venvstacks_command() == ["/opt/venvstacks/bin/venvstacks"]

