@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.yml"))
 README = ROOT / "README.md"
+CI_RUN = ROOT / ".ci" / "run"
 
 # (PyPI distribution, why it is tried) in order of preference.
 ACTIONLINT_DISTS: tuple[tuple[str, str], ...] = (
@@ -201,6 +202,44 @@ def test_workflows_run_the_readme_commands() -> None:
     assert used, "no mlx-fork command found in the workflows"
     missing = sorted(str(i) for i in used - documented)
     assert not missing, "workflow commands missing from the README's code blocks:\n  " + "\n  ".join(missing)
+
+
+def _readme_test_command() -> str:
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
+    found = {ln.split(" #", 1)[0].strip() for b in blocks for ln in b.splitlines()
+             if ln.startswith("scripts/setup") and "pytest" in ln}
+    assert len(found) == 1, f"every mention of the test command in the README should be the same, found {found}"
+    return found.pop()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = [ln.strip() for ln in CI_RUN.read_text(encoding="utf-8").splitlines() if "pytest" in ln
+                and not ln.lstrip().startswith("#")]
+    assert commands == [_readme_test_command()] == ["scripts/setup && .venv/bin/python -m pytest"]
+
+
+def test_ci_run_does_not_use_the_callers_path(tmp_path: Path) -> None:
+    """.ci/run runs setup and the tests with the system's PATH, not one that holds a venv's bin/."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".ci").mkdir(parents=True)
+    shutil.copy2(CI_RUN, checkout / ".ci" / "run")
+    seen = tmp_path / "seen"
+    for script, body in (("scripts/setup", f'echo "setup PATH=$PATH" >> {seen}\n'),
+                         (".venv/bin/python", f'echo "python $*" >> {seen}\n')):
+        path = checkout / script
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+    caller_venv = tmp_path / "venv" / "bin"
+    caller_venv.mkdir(parents=True)
+    proc = subprocess.run([str(checkout / ".ci" / "run")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{caller_venv}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    setup_line, python_line = seen.read_text().splitlines()
+    path = setup_line.removeprefix("setup PATH=").split(os.pathsep)
+    assert str(caller_venv) not in path and not any(str(tmp_path) in d for d in path), path
+    assert {"/usr/bin", "/bin"} <= set(path)
+    assert python_line == "python -m pytest"
 
 
 def _cli_options() -> dict[tuple[str, ...], set[str]]:
