@@ -343,6 +343,13 @@ def test_cibuildwheel_config_builds_frontend_and_never_vendors_libmlx() -> None:
     assert "uses: pypa/cibuildwheel@" in build and "config-file: pyproject.toml" in build
 
 
+def test_pyproject_license_is_an_spdx_expression() -> None:
+    """A `license = { text = ... }` table makes setuptools warn on every install (scripts/setup)."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert data["project"]["license"] == "MIT"
+    assert data["build-system"]["requires"] == ["setuptools>=77"]  # the first to accept SPDX strings
+
+
 def test_cibuildwheel_accepts_the_config(tmp_path: Path) -> None:
     """cibuildwheel rejects unknown keys; ask it for the build identifiers it would build."""
     cibuildwheel = tools.find_env_tool("cibuildwheel")
