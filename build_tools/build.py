@@ -414,8 +414,38 @@ def remove_stale_staging(wheels: Path) -> list[Path]:
 
 
 def build(opts: BuildOptions) -> BuildResult:
-    with slot_lock(slot_dir(opts.work, opts.base, opts.profile)):
-        return _build(opts)
+    slot = slot_dir(opts.work, opts.base, opts.profile)
+    created = [d for d in (slot.parent, slot) if not d.exists()]
+    with slot_lock(slot):
+        try:
+            return _build(opts)
+        except BaseException:
+            # Still under the lock, so no other build is using the slot.
+            discard_unused_slot(slot, created)
+            raise
+
+
+def discard_unused_slot(slot: Path, created: list[Path]) -> None:
+    """Remove the folders a refused build created (`created`: the slot and its base folder, those
+    that did not exist before), if nothing was written there but the lock file and an empty logs/.
+
+    A build refused before it started (a source at another commit, a profile this host cannot
+    build) would otherwise leave an empty slot for that base under the work dir. Anything else in
+    the slot (a log of a failed step, a source tree, a build tree) is kept.
+    """
+    if slot not in created:
+        return
+    logs = slot / "logs"
+    if any(p.name not in (".lock", "logs") for p in slot.iterdir()) or (logs.is_dir() and any(logs.iterdir())):
+        return
+    try:
+        (slot / ".lock").unlink(missing_ok=True)
+        if logs.is_dir():
+            logs.rmdir()
+        for folder in reversed(created):  # the slot, then its base folder
+            folder.rmdir()
+    except OSError:  # another build just started here: its folder stays
+        pass
 
 
 def check_host(profile: Profile) -> None:

@@ -62,6 +62,7 @@ from .errors import MlxForkError
 from .paths import PRIMARY_BASE, work_dir
 from .profiles import PLATFORMS, Profile, get_profile, host_platform
 from .proc import say
+from .tools import find_env_tool, install_command
 
 STRATEGIES: tuple[str, ...] = (
     "debian-json",
@@ -597,20 +598,14 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
                                 f"git clone {dep.upstream.split('@')[0]} gguf-tools && "
                                 f"git -C gguf-tools checkout {dep.version} && export MLX_FORK_GGUFLIB=$PWD/gguf-tools",
                                 required=False))
-    for module, fix in (("wheel", "python3 -m pip install 'wheel>=0.45'"),
-                        ("auditwheel", "python3 -m pip install auditwheel")):
-        if module == "auditwheel" and macos:
-            module, fix = "delocate", "python3 -m pip install delocate"
-        found = shutil.which(module if module != "wheel" else "wheel") or _has_module(module)
-        checks.append(Check(f"python: {module}", bool(found), "installed" if found else "not installed", fix,
-                            required=module != "wheel"))
+    # Looked up exactly as the packaging stage runs them (build_tools.tools), so
+    # doctor cannot pass a tool that the build then fails to find.
+    for tool in ("wheel", "delocate-wheel" if macos else "auditwheel"):
+        found = find_env_tool(tool)
+        checks.append(Check(f"python: {tool}", found is not None,
+                            f"installed ({' '.join(found)})" if found else f"not installed beside {sys.executable}",
+                            install_command(tool), required=tool != "wheel"))
     return checks
-
-
-def _has_module(name: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(name) is not None
 
 
 def register(sub: argparse._SubParsersAction) -> None:

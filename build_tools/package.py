@@ -41,6 +41,7 @@ from .manifest import Manifest
 from .paths import PRIMARY_BASE, work_dir
 from .proc import run, say
 from .profiles import Profile
+from .tools import env_tool
 from .wheelfile import check_record, escape_name, rewrite_wheel, wheel_info
 
 if sys.version_info >= (3, 11):
@@ -227,9 +228,7 @@ def check_unresolved_symbols(wheel: Path, profile: Profile) -> None:
 
 def auditwheel_check(wheel: Path, profile: Profile, log: Path | None = None) -> str:
     """`auditwheel show`: the wheel must still be consistent with the stock platform tag."""
-    if shutil.which("auditwheel") is None:
-        raise MlxForkError("auditwheel is not installed", hint="python3 -m pip install auditwheel")
-    proc = run(["auditwheel", "show", wheel], step="auditwheel show", log=None)
+    proc = run([*env_tool("auditwheel"), "show", wheel], step="auditwheel show", log=None)
     text = " ".join(proc.stdout.split())
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -260,9 +259,7 @@ def _manylinux_at_most(found: str, wanted: str) -> bool:
 
 
 def delocate(wheel: Path, profile: Profile, out_dir: Path, log: Path | None) -> Path:
-    if shutil.which("delocate-wheel") is None:
-        raise MlxForkError("delocate is not installed", hint="python3 -m pip install delocate")
-    run(["delocate-wheel", "--require-archs", "arm64", "-w", out_dir, wheel], step="delocate-wheel",
+    run([*env_tool("delocate-wheel"), "--require-archs", "arm64", "-w", out_dir, wheel], step="delocate-wheel",
         env={"MACOSX_DEPLOYMENT_TARGET": profile.deployment_target or ""}, log=log)
     return out_dir / wheel.name
 

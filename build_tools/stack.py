@@ -44,6 +44,7 @@ from .digest import sha256_file
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, project_root, wheels_dir
 from .proc import say
+from .tools import env_tool
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -348,17 +349,17 @@ def _relpath(path: Path, start: Path) -> str:
 def venvstacks_command() -> list[str]:
     # venvstacks runs its tools as `python -Im uv`, so it needs an environment of
     # its own (PYTHONPATH is ignored): MLX_FORK_VENVSTACKS names its executable.
-    exe = os.environ.get("MLX_FORK_VENVSTACKS") or shutil.which("venvstacks")
+    # Otherwise it is the one installed beside mlx-fork (`pip install -e '.[stack]'`).
+    exe = os.environ.get("MLX_FORK_VENVSTACKS")
     if exe:
         return [exe]
     try:
-        import venvstacks  # noqa: F401
-    except ImportError:
+        return env_tool("venvstacks")
+    except MlxForkError as exc:
         raise MlxForkError(
-            "venvstacks is not installed",
-            hint='pip install venvstacks "pdm[locked]"  (pdm[locked] pins hishel/unearth versions pdm works with)',
+            exc.message + " and MLX_FORK_VENVSTACKS is not set",
+            hint=f"{exc.hint}  (pdm[locked] pins the hishel/unearth versions pdm works with)",
         ) from None
-    return [sys.executable, "-m", "venvstacks"]
 
 
 def runtime_download_url(python_implementation: str) -> str | None:

@@ -15,6 +15,7 @@ from build_tools.cli import main, make_parser
 from build_tools.errors import MlxForkError
 from build_tools.manifest import Manifest, compare_provenance, make_label, normalize_cmake_args
 from build_tools.profiles import MACOS_TARGETS, get_profile
+from conftest import Upstream
 
 LABEL = re.compile(r"^fork\.\d+\.h[0-9a-f]{10}$")
 
@@ -284,6 +285,21 @@ def test_a_slot_takes_one_build_at_a_time(tmp_path: Path) -> None:
                 pass
     with build_mod.slot_lock(tmp_path / "slot"):  # released again
         pass
+
+
+def test_a_refused_build_leaves_no_slot_folder_behind(project: Path, upstream: Upstream, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(build_mod.sys, "platform", "linux")
+    work = tmp_path / "work"
+    (work / "v0.1.0" / "linux-cpu" / "build").mkdir(parents=True)  # an earlier build of the other base
+    # The checkout is at v0.1.0, so a v0.2.0 build is refused by the source check.
+    assert main(["build", "--base", "v0.2.0", "--source", str(upstream.repo), "--platform", "linux-cpu"]) == 1
+    assert "not the pinned v0.2.0 commit" in capsys.readouterr().err
+    assert sorted(p.name for p in work.iterdir()) == ["v0.1.0"]
+    # An existing slot is left as it was.
+    assert main(["build", "--base", "v0.1.0", "--source", str(tmp_path / "missing"), "--platform", "linux-cpu"]) == 1
+    assert (work / "v0.1.0" / "linux-cpu" / "build").is_dir()
 
 
 def test_compile_command_runs_configure_and_ninja_on_a_patched_tree(

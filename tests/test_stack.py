@@ -35,7 +35,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 from packaging.tags import sys_tags
 
-from build_tools import stack
+from build_tools import stack, tools
 from build_tools.errors import MlxForkError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,9 +211,12 @@ def _tools_dir() -> Path:
 @pytest.fixture(scope="session")
 def venvstacks_exe() -> Path:
     """venvstacks in an environment of its own (installed from PyPI into the work dir once)."""
-    found = os.environ.get("MLX_FORK_VENVSTACKS") or shutil.which("venvstacks")
+    found = os.environ.get("MLX_FORK_VENVSTACKS")
     if found:
         return Path(found)
+    installed = tools.find_env_tool("venvstacks")
+    if installed is not None and len(installed) == 1:  # a script this fixture can point MLX_FORK_VENVSTACKS at
+        return Path(installed[0])
     env = _tools_dir() / "venvstacks-venv"
     exe = env / "bin" / "venvstacks"
     if not exe.exists():

