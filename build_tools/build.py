@@ -45,7 +45,8 @@ from .errors import MlxForkError
 from .manifest import Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
 from .proc import run, say
-from .profiles import DEFAULT_CMAKE_MINIMUM, MACOS_TARGETS, PLATFORMS, Profile, get_profile
+from .tools import cmake_program
+from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
 
 NINJA_TARGET = "mlx"
 _PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
@@ -247,28 +248,6 @@ def ccache_env(work: Path) -> dict[str, str]:
     env.setdefault("CCACHE_BASEDIR", os.environ.get("CCACHE_BASEDIR", str(work)))
     env.setdefault("CCACHE_NOHASHDIR", os.environ.get("CCACHE_NOHASHDIR", "1"))
     return env
-
-
-def cmake_program(minimum: tuple[int, int]) -> str:
-    """The CMake to configure with: PATH's, else (too old or missing) the one beside this interpreter.
-
-    The `cuda` extra installs PyPI's cmake into the tool's environment, which
-    nothing puts on PATH; Debian's CMake 3.25 cannot configure CUDA 13.
-    """
-    on_path = shutil.which("cmake")
-    beside = Path(sys.executable).parent / "cmake"
-    if on_path and (minimum <= DEFAULT_CMAKE_MINIMUM or _cmake_at_least(on_path, minimum)):
-        return on_path  # for most profiles any CMake on PATH: configure judges it, as before
-    if beside.is_file() and _cmake_at_least(str(beside), minimum):
-        return str(beside)
-    raise MlxForkError(f"no CMake >= {minimum[0]}.{minimum[1]} found (PATH or this environment)",
-                       hint=f"{sys.executable} -m pip install 'cmake>={minimum[0]}.{minimum[1]}' "
-                       "(or install the tool with its `cuda` extra)")
-
-
-def _cmake_at_least(program: str, minimum: tuple[int, int]) -> bool:
-    version = re.search(r"version (\d+)\.(\d+)", _first_line([program, "--version"]))
-    return version is not None and (int(version.group(1)), int(version.group(2))) >= minimum
 
 
 def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: dict[str, str],

