@@ -61,6 +61,8 @@ class BuildOptions:
     source: Path | None = None
     full: bool = False
     gguflib: Path | None = None
+    cuda_libraries: Path | None = None
+    cmake_defines: tuple[str, ...] = ()
     jobs: int | None = None
     verify: bool = True
     via: str = "index"
@@ -259,6 +261,10 @@ def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: di
         return False
     build.mkdir(parents=True, exist_ok=True)
     stamp.unlink(missing_ok=True)
+    # Cache entries outlive the arguments that set them (a -DUSE_SYSTEM_FMT=ON dropped
+    # from the arguments stays ON): configure from a fresh cache. Objects are kept, and
+    # Ninja rebuilds only those whose compile lines changed.
+    (build / "CMakeCache.txt").unlink(missing_ok=True)
     run([cmake, "-G", "Ninja", "-S", tree, "-B", build, *cmake_args], step="configure (cmake)", env=env, log=log)
     stamp.write_text(wanted)
     return True
@@ -315,8 +321,9 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def cmake_args_for(base: BasePin, profile: Profile, deps: Provisioned, version: str) -> list[str]:
-    return [*profile.cmake_args, *deps.cmake_args, f"-DMLX_VERSION={version}"]
+def cmake_args_for(base: BasePin, profile: Profile, deps: Provisioned, version: str,
+                   defines: tuple[str, ...] = ()) -> list[str]:
+    return [*profile.cmake_args, *deps.cmake_args, *(f"-D{d}" for d in defines), f"-DMLX_VERSION={version}"]
 
 
 def compile_tree(tree: Path, build: Path, cmake_args: list[str], logs: Path, *, work: Path,
@@ -486,9 +493,21 @@ def _build(opts: BuildOptions) -> BuildResult:
     lap("sync")
     touched = installed_headers_touched(list(series.patches))
     reasons = full_mode_reasons(list(series.patches))
-    full = opts.full or bool(reasons)
-    if reasons and not opts.full:
-        say(f"package: full mode forced: {'; '.join(reasons)}")
+    if profile.name == "linux-cuda":
+        # The CUDA backend ships as an overlay of the stock mlx-cuda wheel under the stock
+        # frontend (no offline frontend build for CUDA yet): the ABI gate against the stock
+        # library and what the stock frontend imports decides instead of the header rule.
+        if opts.full:
+            raise MlxForkError("--full is not available for linux-cuda",
+                               hint="build without --full: the backend overlays the stock mlx-cuda wheel")
+        if reasons:
+            say(f"package: linux-cuda overlays the stock frontend although {'; '.join(reasons)}; "
+                "the ABI gate checks the stock frontend's imports")
+        full = False
+    else:
+        full = opts.full or bool(reasons)
+        if reasons and not opts.full:
+            say(f"package: full mode forced: {'; '.join(reasons)}")
     for patch in series.patches:
         if patch.name in touched and not patch.public_headers:
             say(f"warning: {patch.name} changes installed headers but says Public-Headers: no")
@@ -496,8 +515,8 @@ def _build(opts: BuildOptions) -> BuildResult:
     stock = fetch_stock_wheel(base, profile, work)
     deps = provision(
         base, profile, slot / "deps",
-        DepsRequest(python_bindings=full, tests=False, gguflib=opts.gguflib),
-        work=work, stock_wheel=stock if profile.is_macos else None,
+        DepsRequest(python_bindings=full, tests=False, gguflib=opts.gguflib, cuda_libraries=opts.cuda_libraries),
+        work=work, stock_wheel=stock if profile.is_macos or profile.name == "linux-cuda" else None,
     )
     for note in deps.notes:
         say(f"note: {note}")
@@ -509,7 +528,8 @@ def _build(opts: BuildOptions) -> BuildResult:
         "patches": [{"name": p.name, "sha256": p.sha256} for p in series.patches],
         "platform": profile.name,
         "packaging": "full" if full else "overlay",
-        "cmake_args": normalize_cmake_args([*profile.cmake_args, *deps.cmake_args]),
+        "cmake_args": normalize_cmake_args([*profile.cmake_args, *deps.cmake_args,
+                                            *(f"-D{d}" for d in opts.cmake_defines)]),
         "dependencies": deps.identities,
         "toolchain": toolchain(profile),
         "stock_wheel": {"filename": stock.name, "sha256": sha256_file(stock)},
@@ -524,7 +544,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     say(f"label: {manifest.label} (version {manifest.version})")
     lap("provision")
     # 4. compile (full packaging compiles through upstream setup.py instead)
-    cmake_args = cmake_args_for(base, profile, deps, manifest.runtime_version)
+    cmake_args = cmake_args_for(base, profile, deps, manifest.runtime_version, opts.cmake_defines)
     library = None
     if not full:
         library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
@@ -545,7 +565,9 @@ def _build(opts: BuildOptions) -> BuildResult:
             backend = fresh
         else:
             assert library is not None
-            backend = overlay_wheel(stock, library, profile, manifest, staging, log=logs / "package.log")
+            cuda_libs = (slot / "deps" / "cuda-libs" / "lib",) if profile.name == "linux-cuda" else ()
+            backend = overlay_wheel(stock, library, profile, manifest, staging, log=logs / "package.log",
+                                    library_dirs=cuda_libs)
             built = [backend]
         manifest.write(slot / "manifest.json")
         lap("package")
@@ -596,6 +618,12 @@ def _add_platform_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-arch", default="release",
                         help="linux-cuda targets: 'release' (stock's list, default) or e.g. '90a' for a fast "
                         "validation build; part of the label")
+    parser.add_argument("--cuda-libraries", type=Path, default=None, metavar="SITE_PACKAGES",
+                        help="linux-cuda: use the nvidia-* packages installed in this site-packages instead of "
+                        "the pinned wheels (the manifest records their versions)")
+    parser.add_argument("--cmake-define", dest="cmake_defines", action="append", default=[], metavar="VAR=VALUE",
+                        help="an extra CMake cache entry (e.g. LAPACK_INCLUDE_DIRS=DIR where lapacke.h is not "
+                        "in /usr/include); recorded in the manifest and the label")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (ninja -j)")
 
 
@@ -633,10 +661,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     comp.set_defaults(func=_cmd_compile)
 
 
+def _defines(values: list[str]) -> tuple[str, ...]:
+    for value in values:
+        name, sep, _ = value.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(:[A-Z]+)?", name):
+            raise MlxForkError(f"--cmake-define {value!r}: expected VAR=VALUE")
+    return tuple(values)
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     base = load_base(args.base)
     profile = get_profile(args.platform, args.macos_target, cuda_arch=args.cuda_arch)
     opts = BuildOptions(base=base, profile=profile, source=args.source, full=args.full, gguflib=args.gguflib,
+                        cuda_libraries=args.cuda_libraries, cmake_defines=_defines(args.cmake_defines),
                         jobs=args.jobs, verify=not args.no_verify, via=args.via)
     started = time.monotonic()
     result = build(opts)
@@ -663,15 +700,17 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     # ccache (with CCACHE_BASEDIR) shares hits with `mlx-fork build`.
     deps_dir = (args.deps_dir or build_dir.parent / "deps").resolve()
     stock = None
-    if profile.is_macos:
+    if profile.is_macos or profile.name == "linux-cuda":
         from .package import fetch_stock_wheel
 
         stock = fetch_stock_wheel(base, profile)
-    deps = provision(base, profile, deps_dir, DepsRequest(gguflib=args.gguflib), stock_wheel=stock)
+    deps = provision(base, profile, deps_dir, DepsRequest(gguflib=args.gguflib, cuda_libraries=args.cuda_libraries),
+                     stock_wheel=stock)
     for note in deps.notes:
         say(f"note: {note}")
     version = args.mlx_version or runtime_version(base.version, "local")
-    library = compile_tree(args.tree.resolve(), build_dir, cmake_args_for(base, profile, deps, version),
+    library = compile_tree(args.tree.resolve(), build_dir,
+                           cmake_args_for(base, profile, deps, version, _defines(args.cmake_defines)),
                            build_dir / "mlx-fork-logs", work=work_dir(), profile=profile, jobs=args.jobs)
     say(f"compile: logs in {build_dir / 'mlx-fork-logs'}")
     print(library)

@@ -211,6 +211,53 @@ class CudaPrefix:
     identities: dict[str, str]
 
 
+def stock_vendored_libs(stock_wheel: Path, libs_dir: str, deps_dir: Path) -> tuple[list[str], str]:
+    """Link against the stock wheel's own BLAS/LAPACK (`mlx_cuda_13.libs`): CMake args and an identity.
+
+    Our libmlx then NEEDs exactly the vendored libraries the stock wheel ships
+    beside it (the same SONAMEs as the stock libmlx), whatever BLAS the build
+    machine has or lacks. Unversioned names let FindBLAS/FindLAPACK find them;
+    -rpath-link lets the linker resolve their own vendored dependencies (gfortran).
+    """
+    target = deps_dir / "stock-blas"
+    lib = target / "lib"
+    stamp = target / ".mlx-fork-stock"
+    if not (stamp.is_file() and stamp.read_text() == stock_wheel.name):
+        if target.exists():
+            shutil.rmtree(target)
+        lib.mkdir(parents=True)
+        with zipfile.ZipFile(stock_wheel) as zf:
+            members = [n for n in zf.namelist() if n.startswith(f"{libs_dir}/") and not n.endswith("/")]
+            if not members:
+                raise MlxForkError(f"{stock_wheel.name} has no {libs_dir}/: not the stock backend wheel?")
+            for name in members:
+                (lib / Path(name).name).write_bytes(zf.read(name))
+        for path in sorted(lib.iterdir()):
+            for stem in ("libblas", "liblapack"):
+                if path.name.startswith(f"{stem}-") and ".so" in path.name:
+                    (lib / f"{stem}.so").symlink_to(path.name)
+        stamp.write_text(stock_wheel.name)
+    if not (lib / "libblas.so").exists() or not (lib / "liblapack.so").exists():
+        raise MlxForkError(f"{stock_wheel.name}: {libs_dir}/ has no libblas/liblapack to link against")
+    # BLA_VENDOR=Generic: FindBLAS would take a system OpenBLAS before a reference libblas.
+    args = ["-DBLA_VENDOR=Generic", f"-DCMAKE_LIBRARY_PATH={lib}"]
+    return args, f"the stock wheel's vendored BLAS/LAPACK ({stock_wheel.name}:{libs_dir})"
+
+
+def linker_flags(rpath_link: Path | None) -> list[str]:
+    """CMake linker flags of a linux-cuda build.
+
+    --no-as-needed: toolchains that link --as-needed by default (Ubuntu's) drop the
+    driver stub, which defines no symbol, so libmlx would not NEED libcuda.so.1 and
+    its cu* driver calls stay unresolved at import (seen: "undefined symbol:
+    cuGraphCreate"); the stock library is linked without it and NEEDs libcuda.so.1.
+    -rpath-link: the linker resolves the vendored libraries' own dependencies (gfortran).
+    """
+    flags = ["-Wl,--no-as-needed"] + ([f"-Wl,-rpath-link,{rpath_link}"] if rpath_link else [])
+    joined = " ".join(flags)
+    return [f"-DCMAKE_SHARED_LINKER_FLAGS={joined}", f"-DCMAKE_EXE_LINKER_FLAGS={joined}"]
+
+
 def cuda_toolkit_root() -> Path:
     nvcc = shutil.which("nvcc")
     candidates = [Path(nvcc).resolve().parent.parent] if nvcc else []
@@ -268,26 +315,50 @@ _STUB_SOURCE = "/* The CUDA driver API is resolved at run time from the installe
 def driver_stub(lib_dir: Path) -> Path:
     """libcuda.so with SONAME libcuda.so.1: links like the driver, defines nothing."""
     stub = lib_dir / "libcuda.so"
-    if stub.is_file():
-        return stub
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    source = lib_dir / "libcuda-stub.c"
-    source.write_text(_STUB_SOURCE)
-    run(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", stub, source], step="CUDA driver stub")
+    if not stub.is_file():
+        lib_dir.mkdir(parents=True, exist_ok=True)
+        source = lib_dir / "libcuda-stub.c"
+        source.write_text(_STUB_SOURCE)
+        run(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", stub, source], step="CUDA driver stub")
+    _link(lib_dir / "libcuda.so.1", stub)  # the SONAME, for ldd's check of the packaged library
     return stub
 
 
-def cuda_prefix(base: BasePin, deps_dir: Path, work: Path) -> CudaPrefix:
-    """Link the pinned library wheels' headers and libraries into deps_dir/cuda-libs."""
+def installed_version(site: Path, package: str) -> str | None:
+    """The version of `package` installed in the site-packages directory `site` (from its .dist-info)."""
+    stem = re.sub(r"[-_.]+", "_", package).lower()
+    for info in sorted(site.glob("*.dist-info")):
+        name, _, version = info.name[: -len(".dist-info")].partition("-")
+        if re.sub(r"[-_.]+", "_", name).lower() == stem:
+            return version
+    return None
+
+
+def cuda_prefix(base: BasePin, deps_dir: Path, work: Path, site: Path | None = None) -> CudaPrefix:
+    """Link the pinned library wheels' headers and libraries into deps_dir/cuda-libs.
+
+    `site`: a site-packages directory with the nvidia-* packages installed, used
+    instead of the pinned wheels (a machine with no package index, such as a GPU
+    box whose image ships them); the manifest records the versions found there.
+    """
     prefix = deps_dir / "cuda-libs"
     include, lib = prefix / "include", prefix / "lib"
     identities: dict[str, str] = {}
     missing = [lib_.wheel for lib_ in base.libraries if not wheel_path(work, lib_).is_file()]
-    if missing:
+    if missing and site is None:
         raise MlxForkError(f"CUDA library wheels not in the cache: {', '.join(missing)}",
                            hint=f"mlx-fork deps --base {base.name} --platform linux-cuda")
     for library in base.libraries:
-        root = extracted_wheel(work, library)
+        if site is not None:
+            found_version = installed_version(site, library.package)
+            if found_version is None:
+                raise MlxForkError(f"{library.package} is not installed in {site}",
+                                   hint=f"pip install {library.package} there, or drop --cuda-libraries")
+            root = site
+            identities[library.name] = f"installed {library.package} {found_version} (pinned {library.version})"
+        else:
+            root = extracted_wheel(work, library)
+            identities[library.name] = f"pypi {library.package} {library.version} ({library.sha256[:12]})"
         for pattern in library.headers:
             matches = sorted(root.glob(pattern))
             if not matches:
@@ -303,7 +374,6 @@ def cuda_prefix(base: BasePin, deps_dir: Path, work: Path) -> CudaPrefix:
                 _link(lib / found.name, found)
                 unversioned = lib / (found.name.split(".so")[0] + ".so")
                 _link(unversioned, found)
-        identities[library.name] = f"pypi {library.package} {library.version} ({library.sha256[:12]})"
     stub = driver_stub(lib)
     identities["cuda_driver"] = "stub libcuda.so.1 (the real driver is loaded at run time)"
     args = (

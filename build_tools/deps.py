@@ -48,6 +48,8 @@ from pathlib import Path
 from .bases import BasePin, Dependency, load_base
 from .cuda_deps import (
     cuda_prefix,
+    linker_flags,
+    stock_vendored_libs,
     fetch_git_export,
     fetch_library_wheel,
     wheel_path,
@@ -99,6 +101,7 @@ class DepsRequest:
     python_bindings: bool = False  # nanobind
     tests: bool = False  # doctest
     gguflib: Path | None = None  # user-given gguf-tools checkout
+    cuda_libraries: Path | None = None  # site-packages with nvidia-* installed, instead of the pinned wheels
 
 
 @dataclass
@@ -324,6 +327,10 @@ def _gguflib(dep: Dependency, out: Provisioned, user: Path | None) -> None:
 
 
 def _git_head(path: Path) -> str | None:
+    """HEAD of the checkout at `path`; None for a plain directory (even one inside another checkout)."""
+    top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != path.resolve():
+        return None
     proc = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
@@ -417,9 +424,16 @@ def provision(
             out.notes.append(f"{dep.name} {dep.version}: {dep.consequence}")
         # unsupported-platform: never part of a profile mlx-fork builds.
     if profile.name == "linux-cuda":
-        prefix = cuda_prefix(base, deps_dir, work)
+        prefix = cuda_prefix(base, deps_dir, work, request.cuda_libraries)
         out.cmake_args += prefix.cmake_args
         out.identities.update(prefix.identities)
+        rpath_link = None
+        if stock_wheel is not None and profile.vendored_libs:
+            blas_args, identity = stock_vendored_libs(stock_wheel, profile.vendored_libs, deps_dir)
+            out.cmake_args += blas_args
+            out.identities["blas_lapack"] = identity
+            rpath_link = deps_dir / "stock-blas" / "lib"
+        out.cmake_args += linker_flags(rpath_link)
     # Everything local: forbid CMake from reaching out, so a missing pin fails
     # at configure time instead of silently downloading something else.
     disconnected = "OFF" if out.online else "ON"

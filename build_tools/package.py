@@ -169,7 +169,9 @@ def plan_linux_fixup(ours: list[str], stock: list[str], stock_rpath: str, vendor
     replaced: dict[str, str] = {}
     unmatched: list[str] = []
     for name in ours:
-        if SYSTEM_LIBS.match(name) or name in vendored:
+        # A library stock needs without vendoring it comes from the wheel's Requires-Dist
+        # (the nvidia-* CUDA libraries) or the driver: the same NEEDED is right for us.
+        if SYSTEM_LIBS.match(name) or name in vendored or (name in stock and name not in by_stem.values()):
             continue
         target = by_stem.get(_stem(name))
         if target is None:
@@ -206,18 +208,31 @@ def linux_library_for_wheel(built: Path, stock_wheel: Path, profile: Profile, de
     return fixup
 
 
-def check_unresolved_symbols(wheel: Path, profile: Profile) -> None:
-    """`ldd -r` of the packaged libmlx, laid out as installed: every symbol must resolve."""
+# The CUDA driver API (cuInit, cuModuleLoad, ...) resolves only where a driver is installed.
+_DRIVER_SYMBOL = re.compile(r"undefined symbol: cu[A-Z]")
+
+
+def check_unresolved_symbols(wheel: Path, profile: Profile, library_dirs: tuple[Path, ...] = ()) -> None:
+    """`ldd -r` of the packaged libmlx, laid out as installed: every symbol must resolve.
+
+    `library_dirs`: where the libraries that the wheel's Requires-Dist installs are
+    found here (the CUDA libraries of a linux-cuda build); the driver's own symbols
+    are left to the machine that has a driver.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(wheel) as zf:
             members = [n for n in zf.namelist() if not n.endswith("/") and (
                        n == f"mlx/lib/{profile.library}"
                        or bool(profile.vendored_libs and n.startswith(profile.vendored_libs + "/")))]
             zf.extractall(tmp, members)
+        env = dict(os.environ)
+        if library_dirs:
+            env["LD_LIBRARY_PATH"] = ":".join(str(d) for d in library_dirs)
         proc = subprocess.run(["ldd", "-r", str(Path(tmp, "mlx", "lib", profile.library))],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
     problems = [line.strip() for line in (proc.stdout + proc.stderr).splitlines()
-                if "undefined symbol" in line or "not found" in line]
+                if ("undefined symbol" in line or "not found" in line)
+                and not (profile.name == "linux-cuda" and _DRIVER_SYMBOL.search(line))]
     if proc.returncode != 0 or problems:
         raise MlxForkError(
             f"the packaged {profile.library} does not link against the stock vendored libraries:\n  "
@@ -238,6 +253,15 @@ def auditwheel_check(wheel: Path, profile: Profile, log: Path | None = None) -> 
     if match is None:
         raise MlxForkError(f"auditwheel show: cannot read the platform of {wheel.name}", hint=text[:500])
     found = match.group(1)
+    if found == "linux_x86_64" or found == "linux_aarch64":
+        # The CUDA wheels link CUDA libraries that are no manylinux system library, so
+        # auditwheel calls even the stock wheel plain linux (it was repaired with
+        # --exclude): hold the glibc symbol versions to the stock tag's instead.
+        newest = max((tuple(int(x) for x in v.split(".")) for v in re.findall(r"GLIBC_(\d+\.\d+)", text)),
+                     default=(0, 0))
+        want = _glibc_of(profile.platform_tag)
+        if profile.name == "linux-cuda" and want is not None and newest <= want:
+            return profile.platform_tag
     if not _manylinux_at_most(found, profile.platform_tag):
         raise MlxForkError(
             f"auditwheel: {wheel.name} is only consistent with {found}, not {profile.platform_tag} like stock",
@@ -246,15 +270,16 @@ def auditwheel_check(wheel: Path, profile: Profile, log: Path | None = None) -> 
     return found
 
 
-def _manylinux_at_most(found: str, wanted: str) -> bool:
-    def glibc(tag: str) -> tuple[int, int] | None:
-        m = re.match(r"manylinux_(\d+)_(\d+)_", tag)
-        if m:
-            return int(m.group(1)), int(m.group(2))
-        legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
-        return legacy.get(tag.split("_", 1)[0])
+def _glibc_of(tag: str) -> tuple[int, int] | None:
+    m = re.match(r"manylinux_(\d+)_(\d+)_", tag)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    legacy = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+    return legacy.get(tag.split("_", 1)[0])
 
-    have, want = glibc(found), glibc(wanted)
+
+def _manylinux_at_most(found: str, wanted: str) -> bool:
+    have, want = _glibc_of(found), _glibc_of(wanted)
     return have is not None and want is not None and have <= want
 
 
@@ -280,6 +305,7 @@ def overlay_wheel(
     *,
     log: Path | None = None,
     repair: bool = True,
+    library_dirs: tuple[Path, ...] = (),
 ) -> Path:
     """Stock backend wheel + our libmlx + provenance -> `<dist>-<version>+<label>-<tags>.whl` in out_dir.
 
@@ -316,7 +342,7 @@ def overlay_wheel(
     if problems:
         raise MlxForkError(f"{wheel.name}: RECORD is wrong: {problems[:5]}")
     if repair and profile.platform_tag.startswith("manylinux"):
-        check_unresolved_symbols(wheel, profile)
+        check_unresolved_symbols(wheel, profile, library_dirs)
         auditwheel_check(wheel, profile, log)
     elif repair and profile.is_macos:
         if sys.platform == "darwin":

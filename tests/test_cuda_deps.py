@@ -156,3 +156,18 @@ def test_real_bases_pin_every_cuda_input(base_name: str) -> None:
     assert {lib.package for lib in base.libraries} >= {"nvidia-cublas", "nvidia-cuda-nvrtc", "nvidia-cudnn-cu13",
                                                        "nvidia-nccl-cu13"}
     assert all(len(lib.sha256) == 64 for lib in base.libraries)
+
+
+def test_cuda_links_without_as_needed_and_against_the_stock_blas(tmp_path: Path) -> None:
+    stock = tmp_path / "mlx_cuda_13-9.9.9-py3-none-manylinux_2_35_x86_64.whl"
+    with zipfile.ZipFile(stock, "w") as zf:
+        zf.writestr("mlx_cuda_13.libs/libblas-bd8a282c.so.3.10.0", b"\x7fELF")
+        zf.writestr("mlx_cuda_13.libs/liblapack-86b2c207.so.3.10.0", b"\x7fELF")
+        zf.writestr("mlx_cuda_13.libs/libgfortran-f7379c93.so.5.0.0", b"\x7fELF")
+    args, identity = cuda_deps.stock_vendored_libs(stock, "mlx_cuda_13.libs", tmp_path / "deps")
+    lib = tmp_path / "deps" / "stock-blas" / "lib"
+    assert args == ["-DBLA_VENDOR=Generic", f"-DCMAKE_LIBRARY_PATH={lib}"]
+    assert (lib / "liblapack.so").resolve().name == "liblapack-86b2c207.so.3.10.0"
+    assert stock.name in identity
+    flags = cuda_deps.linker_flags(lib)
+    assert flags[0] == f"-DCMAKE_SHARED_LINKER_FLAGS=-Wl,--no-as-needed -Wl,-rpath-link,{lib}"

@@ -270,3 +270,14 @@ def test_package_command_overlays_a_build_slot(tmp_path: Path, stock_cpu: Path, 
     full.write(slot / "manifest.json")
     assert main(["package", "--slot", str(slot), "--out", str(out)]) == 1
     assert "is a full build" in capsys.readouterr().err
+
+
+def test_plan_linux_fixup_keeps_libraries_stock_needs_but_does_not_vendor() -> None:
+    # mlx-cuda: the CUDA libraries come from the nvidia-* wheels (Requires-Dist), the driver from the system.
+    stock = ["libcuda.so.1", "libcublasLt.so.13", "liblapack-86b2c207.so.3.10.0", "libc.so.6"]
+    vendored = ["liblapack-86b2c207.so.3.10.0"]
+    fix = package.plan_linux_fixup(["libcuda.so.1", "libcublasLt.so.13", "liblapack.so.3"], stock,
+                                   "$ORIGIN/../../mlx_cuda_13.libs", vendored)
+    assert fix.replaced == {"liblapack.so.3": "liblapack-86b2c207.so.3.10.0"}
+    with pytest.raises(MlxForkError, match="libnvshmem"):
+        package.plan_linux_fixup(["libnvshmem.so.3"], stock, "", vendored)

@@ -95,7 +95,8 @@ def test_run_index_reaches_the_scenario_and_hangs_kill_the_process_group(tmp_pat
     assert crash.run_once(Path(sys.executable), scn, 1).outcome == HANG
 
 
-def test_suite_alternates_sides_and_tallies_with_bounds(tmp_path):
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_suite_alternates_sides_and_tallies_with_bounds(tmp_path, jobs):
     body = (
         "import os, json\n"
         f"marker = {MARKER!r}\n"
@@ -105,7 +106,7 @@ def test_suite_alternates_sides_and_tallies_with_bounds(tmp_path):
     )
     scn = _scenario(tmp_path, body)
     py = Path(sys.executable)
-    tallies = crash.run_suite([("stock", py), ("patched", py)], [scn], runs=4)
+    tallies = crash.run_suite([("stock", py), ("patched", py)], [scn], runs=4, jobs=jobs)
     assert [t.side for t in tallies] == ["stock", "patched"]
     for t in tallies:
         assert t.runs == 4 and t.counts[OK] == 2 and t.counts[CRASH] == 2

@@ -31,7 +31,8 @@ def fake_world(tmp_path, monkeypatch):
     monkeypatch.setattr(crash, "SCENARIOS", scenarios)
     state = {"same": True}
 
-    def sides(version, work, wheels, fresh=False, stock_only=False, pins=None, libmlx=None):
+    def sides(version, work, wheels, fresh=False, stock_only=False, pins=None, libmlx=None, platform_name="auto",
+              cuda_site=None):
         stock = _fake_side("stock", "a" * 64)
         patched = _fake_side("patched", "a" * 64 if state["same"] else "b" * 64)
         return stock, patched, []
@@ -81,7 +82,8 @@ def test_a_class_that_regresses_on_a_real_comparison_exits_1(fake_world, monkeyp
     monkeypatch.setattr(crash, "SCENARIOS", (
         Scenario("flaky", "A", "aborts on patched only", "none", frozenset({OK}), timeout=20, path=flaky),))
 
-    def sides(version, work, wheels, fresh=False, stock_only=False, pins=None, libmlx=None):
+    def sides(version, work, wheels, fresh=False, stock_only=False, pins=None, libmlx=None, platform_name="auto",
+              cuda_site=None):
         patched = _fake_side("patched", "b" * 64)
         patched = venvs.Side("patched", patched_python, patched.venv, patched.wheels, patched.probe)
         return _fake_side("stock", "a" * 64), patched, []

@@ -103,3 +103,30 @@ def test_stock_wheels_must_match_their_pins(tmp_path):
     venvs.check_pins([wheel], {wheel.name: venvs.sha256_file(wheel)})
     with pytest.raises(MlxForkError, match="does not match its sha256 pin"):
         venvs.check_pins([wheel], {wheel.name: "0" * 64})
+
+
+def test_cuda_sides_take_the_nvidia_libraries_from_one_environment(tmp_path):
+    from build_tools.validate import venvs
+
+    assert venvs.backend_dist("linux-cuda") == "mlx_cuda_13"
+    assert venvs.backend_dist("auto") == venvs.BACKEND_DIST
+    site = tmp_path / "site"
+    (site / "nvidia" / "cu13" / "lib").mkdir(parents=True)
+    venv_site = tmp_path / "venv" / "lib" / "python3.12" / "site-packages"
+    venv_site.mkdir(parents=True)
+    venvs._link_cuda_site(tmp_path / "venv", site)
+    pth = (venv_site / venvs.CUDA_SITE_PTH).read_text().splitlines()
+    assert pth == [str(site), "import mlx_fork_cuda_preload"]
+    preload = (venv_site / venvs.CUDA_PRELOAD).read_text()
+    compile(preload, venvs.CUDA_PRELOAD, "exec")
+    assert repr(str(site)) in preload
+    with pytest.raises(MlxForkError, match="no nvidia/ packages"):
+        venvs._link_cuda_site(tmp_path / "venv", tmp_path)
+
+
+def test_a_mistyped_scenario_is_refused_before_any_venv_is_built(tmp_path, capsys):
+    from build_tools.cli import main
+
+    assert main(["validate", "--scenario", "Z9", "--work", str(tmp_path / "w")]) == 1
+    assert "unknown scenario 'Z9'" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()

@@ -48,6 +48,9 @@ class ValidateOptions:
     fresh_venvs: bool = False
     skip: frozenset[str] = field(default_factory=frozenset)
     scenarios: tuple[str, ...] = ()  # names/letters; empty = all
+    platform: str = "auto"  # auto (the host's CPU/Metal wheels) | linux-cuda
+    cuda_libraries: Path | None = None  # site-packages with the nvidia-* packages (linux-cuda)
+    jobs: int = 1  # crash runs at once
 
     @property
     def crash_runs(self) -> int:
@@ -95,6 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only re-render index.html/summary.md/plots from the report dir's summary.json")
     p.add_argument("--skip", action="append", default=[], choices=PARTS, help="leave out a part (repeatable)")
     p.add_argument("--scenario", action="append", default=[], help="run only this crash class/scenario (repeatable)")
+    p.add_argument("--platform", default="auto", choices=("auto", "linux-cuda"),
+                   help="linux-cuda: the mlx-cuda-13 wheels, on a machine with an NVIDIA GPU (default: the host's)")
+    p.add_argument("--cuda-libraries", type=Path, default=None, metavar="SITE_PACKAGES",
+                   help="linux-cuda: take the nvidia-* libraries (and numpy) from this site-packages, for both "
+                        "sides (a machine with no package index)")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="crash runs at once (fresh processes; default 1)")
     p.set_defaults(func=_cmd_validate)
 
 
@@ -108,7 +117,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         wheels=args.wheels, wheels_explicit=args.wheels is not None, stock_both=args.stock_both, libmlx=args.libmlx,
         report_dir=args.report_dir, work=args.work, fresh_venvs=args.fresh_venvs,
         skip=frozenset(args.skip), scenarios=tuple(args.scenario),
+        platform=args.platform, cuda_libraries=args.cuda_libraries, jobs=args.jobs,
     )
+    for name in opts.scenarios:  # a mistyped class is an error before any venv is built
+        from . import crash
+
+        try:
+            crash.scenario_by_name(name)
+        except KeyError as exc:
+            raise MlxForkError(str(exc.args[0]), hint="--scenario takes a class letter or a scenario name") from None
     summary = validate(opts)
     gates = summary["gates"]
     failed = [k for k, v in gates.items() if v == "fail"]
@@ -147,8 +164,8 @@ def validate(opts: ValidateOptions) -> dict:
 
     started = time.monotonic()
     base = load_base(opts.base)
-    plat = venvs.platform_tag()
-    work = (opts.work or work_dir() / "validate") / base.name
+    plat = venvs.platform_tag() + ("-cuda" if opts.platform == "linux-cuda" else "")
+    work = (opts.work or work_dir() / "validate") / (base.name + ("-cuda" if opts.platform == "linux-cuda" else ""))
     work.mkdir(parents=True, exist_ok=True)
     out_dir = opts.report_dir or reports_dir() / f"{base.name}-{plat}"
     data_dir = out_dir / "data"
@@ -166,13 +183,13 @@ def validate(opts: ValidateOptions) -> dict:
         wheels = opts.wheels or wheels_dir()
         if not opts.wheels_explicit:
             try:
-                venvs.find_patched_wheels(wheels, base.version)
+                venvs.find_patched_wheels(wheels, base.version, venvs.backend_dist(opts.platform))
             except MlxForkError as exc:
                 notes.append(f"no patched wheel found ({exc.message}); falling back to stock on both sides")
                 wheels = None
     stock, patched, side_notes = venvs.prepare_sides(
         base.version, work, wheels, fresh=opts.fresh_venvs, stock_only=wheels is None, pins=_stock_pins(base),
-        libmlx=opts.libmlx)
+        libmlx=opts.libmlx, platform_name=opts.platform, cuda_site=opts.cuda_libraries)
     notes.extend(side_notes)
     stock_vs_stock = stock.libmlx_sha256 == patched.libmlx_sha256
     for n in notes:
@@ -211,7 +228,7 @@ def validate(opts: ValidateOptions) -> dict:
         for s in not_here:
             notes.append(f"crash class {s.crash_class} ({s.name}) does not apply on this platform")
         say(f"crash reproducers: {len(chosen)} classes x {opts.crash_runs} runs x 2 sides")
-        tallies = crash.run_suite(sides, chosen, opts.crash_runs, progress=say)
+        tallies = crash.run_suite(sides, chosen, opts.crash_runs, progress=say, jobs=opts.jobs)
         summary["crash"] = {
             "runs": opts.crash_runs,
             "scenarios": [{"name": s.name, "class": s.crash_class, "title": s.title, "fix_theme": s.fix_theme,

@@ -285,17 +285,26 @@ def run_suite(
     scenarios: Sequence[Scenario],
     runs: int,
     progress: Callable[[str], None] = lambda _m: None,
+    jobs: int = 1,
 ) -> list[ClassTally]:
     """Run every scenario `runs` times on every side, alternating sides run by run
-    so that machine load drifts affect both sides alike."""
+    so that machine load drifts affect both sides alike.
+
+    `jobs` > 1 runs that many fresh processes at once (in the same alternating
+    order), for machines with many cores; each run is still its own process.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     tallies: list[ClassTally] = []
     for scenario in scenarios:
         per_side = {name: ClassTally(scenario.name, scenario.crash_class, name, acceptable=tuple(sorted(scenario.acceptable)))
                     for name, _ in sides}
         started = time.monotonic()
-        for i in range(runs):
-            for name, python in sides:
-                per_side[name].add(run_once(python, scenario, i))
+        order = [(i, name, python) for i in range(runs) for name, python in sides]
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            results = list(pool.map(lambda job: run_once(job[2], scenario, job[0]), order))
+        for (_, name, _), result in zip(order, results):
+            per_side[name].add(result)
         summary = "; ".join(
             f"{name} {t.bad}/{t.runs} bad ({_short_counts(t)})" for name, t in per_side.items()
         )

@@ -24,9 +24,39 @@ from ..proc import run, say
 
 FRONTEND_DIST = "mlx"
 # The backend wheel a plain install resolves to on this machine: mlx-metal on macOS,
-# mlx-cpu on Linux (CUDA wheels need a GPU to validate and are not handled here).
+# mlx-cpu on Linux; `--platform linux-cuda` selects mlx-cuda-13 (on a GPU machine).
 BACKEND_DIST = "mlx_metal" if sys.platform == "darwin" else "mlx_cpu"
 BACKEND_REQ = BACKEND_DIST.replace("_", "-")
+
+# Written into a side's site-packages when the CUDA libraries come from another
+# environment (--cuda-libraries): that environment's site-packages is appended to
+# sys.path (the nvidia-* packages, numpy) and the CUDA libraries libmlx NEEDs are
+# loaded first, by SONAME, because libmlx's RUNPATH names nvidia/<lib>/lib
+# folders of its own site-packages. Both sides get the same file.
+CUDA_SITE_PTH = "mlx_fork_cuda_site.pth"
+CUDA_PRELOAD = "mlx_fork_cuda_preload.py"
+_PRELOAD_SOURCE = r'''"""Loads the CUDA libraries of {site} before mlx (written by mlx-fork validate)."""
+import ctypes, glob, os
+_SITE = {site!r}
+for _pattern in ("cu13/lib/libcudart.so.*", "cu13/lib/libcublas.so.*", "cu13/lib/libcublasLt.so.*",
+                 "cu13/lib/libnvrtc.so.*", "cu13/lib/libcufft.so.*", "cudnn/lib/libcudnn.so.*",
+                 "nccl/lib/libnccl.so.*", "cublas/lib/libcublas.so.*", "cublas/lib/libcublasLt.so.*",
+                 "cuda_nvrtc/lib/libnvrtc.so.*", "cuda_runtime/lib/libcudart.so.*"):
+    for _path in sorted(glob.glob(os.path.join(_SITE, "nvidia", _pattern))):
+        try:
+            ctypes.CDLL(_path, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            pass
+'''
+
+
+def backend_dist(platform_name: str) -> str:
+    """The backend wheel's distribution name (wheel file spelling) for a validate platform."""
+    if platform_name == "linux-cuda":
+        from ..profiles import get_profile
+
+        return get_profile("linux-cuda").backend_dist.replace("-", "_")
+    return BACKEND_DIST
 
 
 def platform_tag() -> str:
@@ -124,24 +154,25 @@ def _compatible(path: Path) -> bool:
     return plat == "any" or platform.machine() in plat
 
 
-def stock_wheel_dir(work: Path, version: str) -> Path:
+def stock_wheel_dir(work: Path, version: str, backend: str = BACKEND_DIST, numpy: bool = True) -> Path:
     """Download (once) the stock wheels and the shared numpy into the work dir."""
     dest = work / "stock-wheels" / version
-    want = [f"{FRONTEND_DIST}-{version}-", f"{BACKEND_DIST}-{version}-", "numpy-"]
+    want = [f"{FRONTEND_DIST}-{version}-", f"{backend}-{version}-"] + (["numpy-"] if numpy else [])
     have = [p.name for p in dest.glob("*.whl")] if dest.is_dir() else []
     if all(any(n.startswith(w) for n in have) for w in want):
         return dest
-    say(f"downloading stock mlx=={version} {BACKEND_REQ}=={version} and numpy from PyPI into {dest}")
+    requirement = backend.replace("_", "-")
+    say(f"downloading stock mlx=={version} {requirement}=={version} and numpy from PyPI into {dest}")
     dest.mkdir(parents=True, exist_ok=True)
     run(
         [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-         "--no-deps", "-d", str(dest), f"mlx=={version}", f"{BACKEND_REQ}=={version}", "numpy<3"],
+         "--no-deps", "-d", str(dest), f"mlx=={version}", f"{requirement}=={version}", "numpy<3"],
         step="download stock wheels", log=work / "logs" / "stock-download.log",
     )
     return dest
 
 
-def find_patched_wheels(wheels: Path, version: str) -> tuple[Path, Path | None]:
+def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_DIST) -> tuple[Path, Path | None]:
     """(backend wheel, frontend wheel or None) of release `version` in `wheels` (searched recursively).
 
     Several builds of one release: the newest file wins (it is what `mlx-fork build` just wrote).
@@ -160,10 +191,10 @@ def find_patched_wheels(wheels: Path, version: str) -> tuple[Path, Path | None]:
         ]
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
-    backend = pick(BACKEND_DIST)
+    backend = pick(backend_name)
     if backend is None:
         raise MlxForkError(
-            f"no {BACKEND_DIST} wheel of release {version} for this platform under {wheels}",
+            f"no {backend_name} wheel of release {version} for this platform under {wheels}",
             hint="run `mlx-fork build --base B` (it writes wheels/), or pass --wheels DIR",
         )
     # The frontend must come from the same build (full packaging: same version and label);
@@ -172,18 +203,20 @@ def find_patched_wheels(wheels: Path, version: str) -> tuple[Path, Path | None]:
     return backend, frontend
 
 
-def _requirement_files(stock_dir: Path, version: str) -> tuple[Path, Path, Path]:
+def _requirement_files(stock_dir: Path, version: str, backend: str = BACKEND_DIST,
+                       numpy: bool = True) -> tuple[Path, Path, Path | None]:
     def one(prefix: str) -> Path:
         found = sorted(p for p in stock_dir.glob(f"{prefix}*.whl") if _compatible(p))
         if not found:
             raise MlxForkError(f"no {prefix}*.whl for this interpreter in {stock_dir}")
         return found[-1]
 
-    return one(f"{FRONTEND_DIST}-{version}-"), one(f"{BACKEND_DIST}-{version}-"), one("numpy-")
+    return (one(f"{FRONTEND_DIST}-{version}-"), one(f"{backend}-{version}-"),
+            one("numpy-") if numpy else None)
 
 
 def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh: bool = False,
-              libmlx: Path | None = None) -> Side:
+              libmlx: Path | None = None, cuda_site: Path | None = None) -> Side:
     """Create (or reuse) a venv with exactly these wheels installed, then probe it.
 
     `libmlx`: a library copied over the installed one afterwards (a quick check of a
@@ -193,6 +226,8 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
     wanted = sorted(f"{p.name} {sha256_file(p)}" for p in wheel_files)
     if libmlx is not None:
         wanted.append(f"libmlx {sha256_file(libmlx)}")
+    if cuda_site is not None:
+        wanted.append(f"cuda-libraries {cuda_site}")
     python = venv / "bin" / "python"
     reuse = (
         not fresh and python.exists() and stamp.is_file()
@@ -202,10 +237,12 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
         if venv.exists():
             shutil.rmtree(venv)
         say(f"{name}: creating venv {venv}")
-        run([sys.executable, "-m", "venv", str(venv)], step=f"create {name} venv")
+        # No pip inside the venv: this interpreter's pip installs into it (--python), so
+        # interpreters whose base has no ensurepip (many Linux images) work too.
+        run([sys.executable, "-m", "venv", "--without-pip", str(venv)], step=f"create {name} venv")
         run(
-            [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-index", "--no-deps",
-             *[str(p) for p in wheel_files]],
+            [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
+             "--no-index", "--no-deps", *[str(p) for p in wheel_files]],
             step=f"install wheels into the {name} venv", log=work / "logs" / f"venv-{name}.log",
         )
         if libmlx is not None:
@@ -213,6 +250,8 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
             if not libs:
                 raise MlxForkError(f"no installed libmlx in the {name} venv to replace")
             shutil.copyfile(libmlx, libs[0])
+        if cuda_site is not None:
+            _link_cuda_site(venv, cuda_site)
         stamp.write_text(json.dumps(wanted), encoding="utf-8")
     proc = run([str(python), "-c", PROBE], step=f"import mlx in the {name} venv", check=False)
     if proc.returncode != 0:
@@ -222,6 +261,18 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
         )
     probe = json.loads(proc.stdout.strip().splitlines()[-1])
     return Side(name, python, venv, tuple(p.name for p in wheel_files), probe)
+
+
+def _link_cuda_site(venv: Path, site: Path) -> None:
+    site_packages = sorted(venv.glob("lib/python3*/site-packages"))
+    if not site_packages:
+        raise MlxForkError(f"{venv} has no site-packages")
+    if not (site / "nvidia").is_dir():
+        raise MlxForkError(f"--cuda-libraries {site}: no nvidia/ packages there",
+                           hint="give the site-packages that holds nvidia-cublas, nvidia-cudnn-cu13, ...")
+    (site_packages[0] / CUDA_PRELOAD).write_text(_PRELOAD_SOURCE.format(site=str(site)), encoding="utf-8")
+    # .pth lines: a path is appended to sys.path; a line starting with "import" runs.
+    (site_packages[0] / CUDA_SITE_PTH).write_text(f"{site}\nimport {CUDA_PRELOAD[:-3]}\n", encoding="utf-8")
 
 
 def check_pins(files: list[Path], pins: dict[str, str]) -> None:
@@ -237,24 +288,31 @@ def check_pins(files: list[Path], pins: dict[str, str]) -> None:
 
 def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = False,
                   stock_only: bool = False, pins: dict[str, str] | None = None,
-                  libmlx: Path | None = None) -> tuple[Side, Side, list[str]]:
+                  libmlx: Path | None = None, platform_name: str = "auto",
+                  cuda_site: Path | None = None) -> tuple[Side, Side, list[str]]:
     """Both sides plus warnings for the report (e.g. 'patched side runs stock wheels')."""
     notes: list[str] = []
-    stock_dir = stock_wheel_dir(work, version)
-    frontend, backend, numpy = _requirement_files(stock_dir, version)
+    backend_name = backend_dist(platform_name)
+    with_numpy = cuda_site is None  # else numpy comes from that environment, the same for both sides
+    stock_dir = stock_wheel_dir(work, version, backend_name, numpy=with_numpy)
+    frontend, backend, numpy = _requirement_files(stock_dir, version, backend_name, numpy=with_numpy)
     check_pins([frontend, backend], pins or {})
-    stock = make_side("stock", work / "venv-stock", [frontend, backend, numpy], work, fresh)
+    extra = [numpy] if numpy is not None else []
+    if cuda_site is not None:
+        notes.append(f"CUDA libraries and numpy from an existing environment ({cuda_site.name}), the same for "
+                     "both sides; libmlx's RUNPATH would look for them in the venv's own nvidia/ folders")
+    stock = make_side("stock", work / "venv-stock", [frontend, backend, *extra], work, fresh, cuda_site=cuda_site)
     if stock_only or wheels is None:
         if libmlx is None:
             notes.append("patched side uses the stock PyPI wheels (no patched wheels given): a stock-vs-stock run")
         p_backend, p_frontend = backend, None
     else:
-        p_backend, p_frontend = find_patched_wheels(wheels, version)
+        p_backend, p_frontend = find_patched_wheels(wheels, version, backend_name)
     if libmlx is not None:
         notes.append(f"patched side: stock wheels with libmlx.so replaced by a given library (sha256 "
                      f"{sha256_file(libmlx)[:16]}); a development check, not an installable build")
-    patched = make_side("patched", work / "venv-patched", [p_frontend or frontend, p_backend, numpy], work, fresh,
-                        libmlx=libmlx)
+    patched = make_side("patched", work / "venv-patched", [p_frontend or frontend, p_backend, *extra], work, fresh,
+                        libmlx=libmlx, cuda_site=cuda_site)
     if patched.libmlx_sha256 and patched.libmlx_sha256 == stock.libmlx_sha256:
         notes.append("patched side loads the same libmlx as stock (identical sha256): results compare stock with itself")
     elif "+" not in patched.mlx_version:
