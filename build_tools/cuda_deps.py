@@ -244,18 +244,10 @@ def stock_vendored_libs(stock_wheel: Path, libs_dir: str, deps_dir: Path) -> tup
     return args, f"the stock wheel's vendored BLAS/LAPACK ({stock_wheel.name}:{libs_dir})"
 
 
-def linker_flags(rpath_link: Path | None) -> list[str]:
-    """CMake linker flags of a linux-cuda build.
-
-    --no-as-needed: toolchains that link --as-needed by default (Ubuntu's) drop the
-    driver stub, which defines no symbol, so libmlx would not NEED libcuda.so.1 and
-    its cu* driver calls stay unresolved at import (seen: "undefined symbol:
-    cuGraphCreate"); the stock library is linked without it and NEEDs libcuda.so.1.
-    -rpath-link: the linker resolves the vendored libraries' own dependencies (gfortran).
-    """
-    flags = ["-Wl,--no-as-needed"] + ([f"-Wl,-rpath-link,{rpath_link}"] if rpath_link else [])
-    joined = " ".join(flags)
-    return [f"-DCMAKE_SHARED_LINKER_FLAGS={joined}", f"-DCMAKE_EXE_LINKER_FLAGS={joined}"]
+def linker_flags(rpath_link: Path) -> list[str]:
+    """-rpath-link: the linker resolves the vendored libraries' own dependencies (gfortran)."""
+    flag = f"-Wl,-rpath-link,{rpath_link}"
+    return [f"-DCMAKE_SHARED_LINKER_FLAGS={flag}", f"-DCMAKE_EXE_LINKER_FLAGS={flag}"]
 
 
 def cuda_toolkit_root() -> Path:
@@ -309,16 +301,34 @@ def nvtx_cpp_version(toolkit: Path) -> str:
     return f"{major.group(1)}.{minor.group(1)}" if major and minor else "unknown"
 
 
-_STUB_SOURCE = "/* The CUDA driver API is resolved at run time from the installed driver. */\n"
+def driver_symbols(stock_wheel: Path | None) -> list[str]:
+    """The CUDA driver functions (cu*) the stock libmlx imports: what the stub must define."""
+    if stock_wheel is None:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = Path(tmp) / "libmlx.so"
+        with zipfile.ZipFile(stock_wheel) as zf:
+            lib.write_bytes(zf.read("mlx/lib/libmlx.so"))
+        proc = subprocess.run(["nm", "-D", "--undefined-only", str(lib)], capture_output=True, text=True)
+    names = {line.split()[-1].split("@")[0] for line in proc.stdout.splitlines() if line.strip()}
+    return sorted(n for n in names if re.fullmatch(r"cu[A-Z]\w*", n))
 
 
-def driver_stub(lib_dir: Path) -> Path:
-    """libcuda.so with SONAME libcuda.so.1: links like the driver, defines nothing."""
+def driver_stub(lib_dir: Path, symbols: list[str]) -> Path:
+    """libcuda.so with SONAME libcuda.so.1, defining the driver functions libmlx calls.
+
+    Defined, not just named: a linker run with --as-needed (Ubuntu's default) drops a
+    library that provides none of the undefined symbols, and libmlx would then not
+    NEED libcuda.so.1 (seen: "undefined symbol: cuGraphCreate" at import). The real
+    driver replaces the stub at run time.
+    """
     stub = lib_dir / "libcuda.so"
-    if not stub.is_file():
+    source = lib_dir / "libcuda-stub.c"
+    text = "/* Stand-ins for the CUDA driver API; the installed driver is loaded at run time. */\n" + "".join(
+        f"int {name}(void) {{ return 999; }}\n" for name in symbols)
+    if not (stub.is_file() and source.is_file() and source.read_text() == text):
         lib_dir.mkdir(parents=True, exist_ok=True)
-        source = lib_dir / "libcuda-stub.c"
-        source.write_text(_STUB_SOURCE)
+        source.write_text(text)
         run(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", stub, source], step="CUDA driver stub")
     _link(lib_dir / "libcuda.so.1", stub)  # the SONAME, for ldd's check of the packaged library
     return stub
@@ -334,7 +344,8 @@ def installed_version(site: Path, package: str) -> str | None:
     return None
 
 
-def cuda_prefix(base: BasePin, deps_dir: Path, work: Path, site: Path | None = None) -> CudaPrefix:
+def cuda_prefix(base: BasePin, deps_dir: Path, work: Path, site: Path | None = None,
+                stock_wheel: Path | None = None) -> CudaPrefix:
     """Link the pinned library wheels' headers and libraries into deps_dir/cuda-libs.
 
     `site`: a site-packages directory with the nvidia-* packages installed, used
@@ -374,7 +385,7 @@ def cuda_prefix(base: BasePin, deps_dir: Path, work: Path, site: Path | None = N
                 _link(lib / found.name, found)
                 unversioned = lib / (found.name.split(".so")[0] + ".so")
                 _link(unversioned, found)
-    stub = driver_stub(lib)
+    stub = driver_stub(lib, driver_symbols(stock_wheel))
     identities["cuda_driver"] = "stub libcuda.so.1 (the real driver is loaded at run time)"
     args = (
         f"-DCUDA_cublasLt_LIBRARY={lib / 'libcublasLt.so'}",

@@ -424,16 +424,13 @@ def provision(
             out.notes.append(f"{dep.name} {dep.version}: {dep.consequence}")
         # unsupported-platform: never part of a profile mlx-fork builds.
     if profile.name == "linux-cuda":
-        prefix = cuda_prefix(base, deps_dir, work, request.cuda_libraries)
+        prefix = cuda_prefix(base, deps_dir, work, request.cuda_libraries, stock_wheel)
         out.cmake_args += prefix.cmake_args
         out.identities.update(prefix.identities)
-        rpath_link = None
         if stock_wheel is not None and profile.vendored_libs:
             blas_args, identity = stock_vendored_libs(stock_wheel, profile.vendored_libs, deps_dir)
-            out.cmake_args += blas_args
+            out.cmake_args += blas_args + linker_flags(deps_dir / "stock-blas" / "lib")
             out.identities["blas_lapack"] = identity
-            rpath_link = deps_dir / "stock-blas" / "lib"
-        out.cmake_args += linker_flags(rpath_link)
     # Everything local: forbid CMake from reaching out, so a missing pin fails
     # at configure time instead of silently downloading something else.
     disconnected = "OFF" if out.online else "ON"

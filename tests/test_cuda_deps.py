@@ -169,5 +169,17 @@ def test_cuda_links_without_as_needed_and_against_the_stock_blas(tmp_path: Path)
     assert args == ["-DBLA_VENDOR=Generic", f"-DCMAKE_LIBRARY_PATH={lib}"]
     assert (lib / "liblapack.so").resolve().name == "liblapack-86b2c207.so.3.10.0"
     assert stock.name in identity
-    flags = cuda_deps.linker_flags(lib)
-    assert flags[0] == f"-DCMAKE_SHARED_LINKER_FLAGS=-Wl,--no-as-needed -Wl,-rpath-link,{lib}"
+    assert cuda_deps.linker_flags(lib)[0] == f"-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-rpath-link,{lib}"
+
+
+def test_driver_stub_defines_what_libmlx_calls_so_as_needed_keeps_it(tmp_path: Path) -> None:
+    stub = cuda_deps.driver_stub(tmp_path / "lib", ["cuGraphCreate", "cuInit"])
+    symbols = subprocess.run(["nm", "-D", "--defined-only", str(stub)], capture_output=True, text=True).stdout
+    assert " T cuGraphCreate" in symbols and " T cuInit" in symbols
+    user = tmp_path / "user.c"
+    user.write_text("int cuInit(void); int call(void) { return cuInit(); }\n")
+    out = tmp_path / "libuser.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,--as-needed", "-o", str(out), str(user),
+                    f"-L{tmp_path / 'lib'}", "-lcuda"], check=True)
+    needed = subprocess.run(["objdump", "-p", str(out)], capture_output=True, text=True).stdout
+    assert "NEEDED               libcuda.so.1" in needed
