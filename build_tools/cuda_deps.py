@@ -39,6 +39,7 @@ from .digest import sha256_file
 from .errors import MlxForkError
 from .gittree import tree_id
 from .proc import run, say
+from .tools import env_tool
 
 CUDA_TOOLKIT_ROOTS: tuple[Path, ...] = (Path("/usr/local/cuda"),)
 
@@ -74,7 +75,8 @@ def fetch_git_export(work: Path, dep: Dependency, repository: str) -> Path:
     target = export_dir(work, dep)
     if is_exported(work, dep):
         return target
-    with tempfile.TemporaryDirectory(prefix=f"{dep.name}-", dir=_mkdir(deps_cache(work))) as tmp:
+    deps_cache(work).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{dep.name}-", dir=deps_cache(work)) as tmp:
         git_dir = _local_git_dir(repository, dep, Path(tmp))
         commit = _git(git_dir, "rev-parse", "--verify", f"{dep.commit}^{{commit}}",
                       what=f"{dep.name}: pinned commit {dep.commit[:12]} ({dep.version})",
@@ -136,11 +138,6 @@ def _git(git_dir: Path, *args: str, what: str, hint: str = "") -> str:
     return proc.stdout.strip()
 
 
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 # ---------------------------------------------------------------- pypi-wheel
 
 
@@ -155,7 +152,7 @@ def fetch_library_wheel(work: Path, lib: Library, wheel_dir: Path | None = None)
     else:
         say(f"deps: downloading {lib.wheel}")
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            run([*_pip(), "download", "--no-deps", "--only-binary=:all:", "--dest", tmp,
+            run([*env_tool("pip"), "download", "--no-deps", "--only-binary=:all:", "--dest", tmp,
                  _requirement(lib), *(f"--platform={t}" for t in _wheel_platforms(lib.wheel)),
                  "--python-version", "3"], step=f"pip download {lib.package}")
             got = Path(tmp) / lib.wheel
@@ -168,12 +165,6 @@ def fetch_library_wheel(work: Path, lib: Library, wheel_dir: Path | None = None)
         target.unlink()
         raise MlxForkError(f"{lib.wheel}: sha256 {actual[:16]}... is not the pinned {lib.sha256[:16]}...")
     return target
-
-
-def _pip() -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "pip"]
 
 
 def _requirement(lib: Library) -> str:
