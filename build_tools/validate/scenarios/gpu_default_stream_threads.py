@@ -1,4 +1,4 @@
-"""Class K2: threads evaluate at once on the default GPU stream.
+"""Class K1: threads evaluate at once on the default GPU stream.
 
 Eight threads each build and evaluate their own graph (matmul, reduction,
 elementwise) without choosing a stream, so in MLX 0.31.1 they all encode onto

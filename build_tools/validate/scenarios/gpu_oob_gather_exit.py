@@ -1,4 +1,4 @@
-"""Class K4: a kernel fault (out-of-bounds gather) is an error, not a crash at exit.
+"""Class K3: a kernel fault (out-of-bounds gather) is an error, not a crash at exit.
 
 Gathers with an index far past the end of a GPU array: the kernel reads an
 unmapped address and the CUDA context takes a sticky "illegal memory access"

@@ -1,4 +1,4 @@
-"""Class K3: a GPU out-of-memory raises once and the process stays healthy.
+"""Class K2: a GPU out-of-memory raises once and the process stays healthy.
 
 Asks for one 200 GiB array on the GPU (more than an H200's 141 GiB; the
 allocation fails in cudaMallocAsync). That must be a catchable RuntimeError.
