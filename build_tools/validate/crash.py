@@ -102,6 +102,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              "graceful GPU out-of-memory", _ERRORS_OK, timeout=30.0, backends=("cuda",)),
     Scenario("gpu_oob_gather_exit", "K3", "an out-of-bounds gather faults the GPU; the program finishes and exits",
              "nothing reaches std::terminate", _ERRORS_OK, timeout=30.0, backends=("cuda",)),
+    # K4 is the workload of the GPU A/B's gpu_threads_streams case, where stock
+    # 0.31.1 segfaulted in every process.
+    Scenario("gpu_stream_threads", "K4", "threads evaluate at once, each on its own GPU stream",
+             "CUDA thread safety (concurrent eval)", _ONLY_OK, timeout=30.0, backends=("cuda",)),
 )
 
 
