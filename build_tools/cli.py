@@ -18,6 +18,7 @@ from .errors import MlxForkError
 
 # Order is the order of `mlx-fork --help`, which follows the pipeline.
 STAGE_MODULES: tuple[str, ...] = (
+    "build_tools.base_add",
     "build_tools.source",
     "build_tools.series_cli",
     "build_tools.deps",

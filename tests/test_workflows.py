@@ -135,7 +135,11 @@ def test_actionlint_reports_planted_mistakes(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------ mlx-fork commands
 
-PATCHES_SUBCOMMANDS = ("lint", "status", "apply", "rebase", "export")
+# Commands whose first word is a subcommand of their own.
+SUBCOMMANDS: dict[str, tuple[str, ...]] = {
+    "patches": ("lint", "status", "apply", "rebase", "export"),
+    "base": ("add",),
+}
 # Not after a backtick: `mlx-fork ...` in prose or an echoed message is a mention.
 _INVOCATION = re.compile(r"(?<![\w.`-])mlx-fork(?![\w.-])[ \t]+([a-z][a-z-]*)([^\n;&|`]*)")
 
@@ -155,7 +159,7 @@ def invocations(text: str) -> set[Invocation]:
     for match in _INVOCATION.finditer(text):
         words = match.group(2).split()
         command: tuple[str, ...] = (match.group(1),)
-        if command == ("patches",) and words and words[0] in PATCHES_SUBCOMMANDS:
+        if words and words[0] in SUBCOMMANDS.get(command[0], ()):
             command += (words.pop(0),)
         flags = frozenset(w.split("=", 1)[0] for w in words if w.startswith("--"))
         found.add(Invocation(command, flags))
@@ -185,12 +189,14 @@ def test_invocation_parser() -> None:
         "echo MLX_FORK_WORK=$RUNNER_TEMP/mlx-fork-work; mlx-fork patches rebase --from=a --to b && mlx-fork index\n"
         "mlx/lib/mlx-fork.json\n"
         ".venv/bin/mlx-fork patches lint\n"
+        'mlx-fork base add "$TAG" --source x --work-dir=y\n'
     )
     assert got == {
         Invocation(("build",), frozenset({"--base", "--source", "--platform", "--full"})),
         Invocation(("patches", "rebase"), frozenset({"--from", "--to"})),
         Invocation(("index",), frozenset()),
         Invocation(("patches", "lint"), frozenset()),
+        Invocation(("base", "add"), frozenset({"--source", "--work-dir"})),
     }
 
 
@@ -319,6 +325,7 @@ def test_upstream_watch_is_scheduled_and_opens_an_issue() -> None:
     text = _text("upstream-watch.yml")
     assert "schedule:" in text and "cron:" in text
     assert "mlx-fork patches rebase --from" in text
+    assert 'mlx-fork base add "$TAG" --source' in text  # the pin is generated, not copied from another base
     assert "gh issue create" in text and "issues: write" in text
 
 
