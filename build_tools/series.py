@@ -127,26 +127,32 @@ def write_series(series_file: Path, names: list[str], default_header: str) -> No
     """Rewrite a series file to list `names`, keeping what people wrote in it.
 
     Leading comment lines stay first (or `default_header` for a new file); a
-    patch that stays keeps its line, inline comment included; comment lines
-    after the first patch (notes on patches not carried, for example) follow
-    the new list, in their order.
+    patch that stays keeps its line, inline comment included, and the comment
+    lines right above it (a section heading, say); comments above a patch that
+    is no longer listed, and those after the last patch (notes on patches not
+    carried, for example), follow the new list, in their order.
     """
     leading: list[str] = []
     trailing: list[str] = []
     lines_by_name: dict[str, str] = {}
+    above_by_name: dict[str, list[str]] = {}
     if series_file.is_file():
         seen_patch = False
+        pending: list[str] = []
         for raw in series_file.read_text(encoding="utf-8").splitlines():
             entry = raw.split("#", 1)[0].strip()
             if entry:
                 seen_patch = True
-                lines_by_name[entry.split()[0]] = raw.rstrip()
+                name = entry.split()[0]
+                lines_by_name[name] = raw.rstrip()
+                above_by_name[name], pending = pending, []
             elif seen_patch:
-                trailing.append(raw.rstrip())
+                pending.append(raw.rstrip())
             else:
                 leading.append(raw.rstrip())
+        trailing = [line for name, above in above_by_name.items() if name not in names for line in above] + pending
     header = leading or [default_header]
-    body = [lines_by_name.get(name, name) for name in names]
+    body = [line for name in names for line in [*above_by_name.get(name, []), lines_by_name.get(name, name)]]
     series_file.write_text("\n".join([*header, *body, *trailing]) + "\n", encoding="utf-8")
 
 

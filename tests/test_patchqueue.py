@@ -207,6 +207,18 @@ def test_export_keeps_series_comments(three_patches: Path, upstream: Upstream, t
     assert load_series(load_base("v0.1.0")).patches[-1].name.startswith("0004-")
 
 
+def test_export_keeps_a_heading_above_its_patch(three_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+    series = three_patches / "series"
+    lines = series.read_text().splitlines()
+    at = lines.index("0003-scheduler-twenty.patch")
+    series.write_text("\n".join([*lines[:at], "# Scheduler fixes", *lines[at:], ""]))
+    dest = _queue_with_a_new_fix(upstream, tmp_path)
+    patchqueue.export(dest, "work", load_base("v0.1.0"))
+    text = series.read_text().splitlines()
+    heading = text.index("# Scheduler fixes")
+    assert text[heading + 1] == "0003-scheduler-twenty.patch" and text[-1].startswith("0004-")
+
+
 def test_export_names_a_patch_as_on_another_base(project: Path, upstream: Upstream, tmp_path: Path) -> None:
     # The same fix carried on v0.1.0 as 0024 keeps that name when first exported for v0.2.0.
     old = project / "patches" / "v0.1.0"
