@@ -378,7 +378,12 @@ def cuda_prefix(base: BasePin, deps_dir: Path, work: Path, site: Path | None = N
                 _link(unversioned, found)
     stub = driver_stub(lib, driver_symbols(stock_wheel))
     identities["cuda_driver"] = "stub libcuda.so.1 (the real driver is loaded at run time)"
+    # FindCUDAToolkit's imported targets (CUDA::cufft from v0.32 on) for the
+    # libraries the base pins; the toolkit here ships none of them.
+    toolkit_targets = tuple(f"-DCUDA_{name}_LIBRARY={lib / f'lib{name}.so'}"
+                            for name in ("cufft",) if (lib / f"lib{name}.so").exists())
     args = (
+        *toolkit_targets,
         f"-DCUDA_cublasLt_LIBRARY={lib / 'libcublasLt.so'}",
         f"-DCUDA_nvrtc_LIBRARY={lib / 'libnvrtc.so'}",
         f"-DCUDA_cuda_driver_LIBRARY={stub}",

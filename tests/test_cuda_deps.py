@@ -108,6 +108,24 @@ def test_library_prefix_links_only_the_pinned_headers_and_libraries(tmp_path: Pa
     soname = subprocess.run(["objdump", "-p", str(prefix.lib / "libcuda.so")], capture_output=True, text=True)
     assert "SONAME               libcuda.so.1" in soname.stdout
     assert prefix.identities["cublas"].startswith("pypi nvidia-fake 13.0")
+    # No cuFFT pinned (v0.31.1): no CUDA::cufft target requested.
+    assert not any(a.startswith("-DCUDA_cufft_LIBRARY=") for a in prefix.cmake_args)
+
+
+def test_a_pinned_cufft_gives_cmake_its_imported_target(tmp_path: Path) -> None:
+    # v0.32 links CUDA::cufft; the toolkit here has no cuFFT, the pinned wheel does.
+    cublas = make_library_wheel(tmp_path / "dl")
+    wheel = tmp_path / "dl" / "nvidia_cufft_fake-12.5-py3-none-manylinux_2_27_x86_64.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("nvidia/cu13/include/cufft.h", "// cufft\n")
+        zf.writestr("nvidia/cu13/lib/libcufft.so.12", b"\x7fELF")
+    cufft = Library("cufft", "nvidia-cufft-fake", "12.5", wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                    ("linux-cuda",), ("nvidia/cu13/include/cufft*.h",), ("nvidia/cu13/lib/libcufft.so.12",))
+    work = tmp_path / "work"
+    for library in (cublas, cufft):
+        cuda_deps.fetch_library_wheel(work, library, tmp_path / "dl")
+    prefix = cuda_deps.cuda_prefix(base_with(tmp_path, libraries=(cublas, cufft)), tmp_path / "deps", work)
+    assert f"-DCUDA_cufft_LIBRARY={prefix.lib / 'libcufft.so'}" in prefix.cmake_args
 
 
 def test_a_library_wheel_with_another_sha256_is_refused(tmp_path: Path) -> None:
