@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from build_tools.validate import report
+from build_tools.validate import perf, report
 from build_tools.validate.crash import CRASH, HANG, OK, PYEXC, WRONG, ClassTally, RunResult
 from build_tools.validate.perf import CaseResult
 
@@ -114,10 +114,17 @@ def test_perf_gate_verdicts():
     assert case([1.05, 1.06, 1.04]).gate(False) == "fail"
     assert case([1.05, 1.06, 1.04]).gate(True) == "waived"
     assert case([0.90, 0.91, 0.92]).gate(True) == "fail"  # faster than the band is not waived
+
     assert case([0.9, 1.0, 1.06, 1.2, 1.05]).gate(False) == "inconclusive"
     assert case([1.5, 1.6], name="threads_streams").gate(False) == "not-gated"
     assert CaseResult("matmul").gate(False) == "no-data"
 
+
+def test_only_a_cost_that_names_the_case_waives_its_slowdown() -> None:
+    costs = ["an uncontended mutex per eval (about 20 ns)", "measured: perf case dispatch +5%\n and graph_eval unchanged"]
+    assert perf.cost_names_case(costs, "dispatch")
+    assert not perf.cost_names_case(costs, "decode") and not perf.cost_names_case(costs, "graph_eval")
+    assert perf.cost_names_case(["tiny add (perf case\n dispatch) +5%"], "dispatch")  # a header wraps lines
 
 def test_report_files_render_the_recorded_results(tmp_path):
     s = recorded_summary()

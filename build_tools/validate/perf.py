@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,16 @@ DESCRIPTIONS = {
     "decode": "token-by-token greedy decode of a small transformer (4 layers, 512 wide) with a KV cache",
     "gpu_threads_streams": "4 threads, each evaluating small graphs on its own GPU stream",
 }
+
+
+def cost_names_case(costs: Iterable[str], case: str) -> bool:
+    """Does some patch's Cost header name this perf case ("perf case decode: +4%")?
+
+    Naming the case is what makes a slowdown documented: a Cost header that
+    only speaks of other work does not waive it.
+    """
+    pattern = re.compile(rf"\bperf case {re.escape(case)}\b")
+    return any(pattern.search(" ".join(cost.split())) for cost in costs)
 
 
 @dataclass
@@ -79,7 +90,8 @@ class CaseResult:
         The median ratio decides, unless the round-to-round noise is larger than the
         effect: a median outside the band whose interquartile range still reaches
         into the band is `inconclusive` (run more rounds on a quieter machine), not
-        a pass. `waived`: slower, but a patch documents a cost.
+        a pass. `waived`: slower, but a patch's Cost header names this case
+        (see cost_names_case).
         """
         if self.case not in SINGLE_THREAD:
             return "not-gated"
