@@ -582,9 +582,11 @@ def _build(opts: BuildOptions) -> BuildResult:
             configured = [name for name, ident in deps.identities.items() if ident.startswith("disabled")]
             result = verify_wheel(backend, manifest, library=profile.library, wheel_dir=staging, via=opts.via,
                                   stock_wheel=stock, configured_away=configured, log=logs / "verify.log",
-                                  abi_must_pass=not full)
+                                  abi_must_pass=not full, needs_gpu_driver=profile.needs_gpu_driver)
             for line in result.checks:
                 say(f"verify: ok: {line}")
+            if result.left_for_gpu:
+                say(f"verify: left for a machine with the GPU and its driver: {result.left_for_gpu}")
             if result.abi is not None:
                 (logs / "abi.txt").write_text(abi_summary(result.abi))
                 say(f"verify: ABI report in {logs / 'abi.txt'}")

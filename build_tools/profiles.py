@@ -53,6 +53,11 @@ class Profile:
     def is_macos(self) -> bool:
         return self.name == "macos-metal"
 
+    @property
+    def needs_gpu_driver(self) -> bool:
+        """Does importing this backend need a GPU driver (libmlx NEEDs libcuda.so.1)?"""
+        return self.name == "linux-cuda"
+
 
 def host_platform() -> str:
     if sys.platform == "darwin":

@@ -83,6 +83,39 @@ print(json.dumps({
 """
 
 
+# Without a GPU driver a CUDA backend cannot be imported (libmlx NEEDs
+# libcuda.so.1). This probe reads what pip installed instead: the same files
+# and versions, without loading libmlx.
+FILES_PROBE = r"""
+import hashlib, json, os, sys, sysconfig
+from importlib import metadata
+
+pkg = os.path.join(sysconfig.get_paths()["purelib"], "mlx")
+installed = os.path.join(pkg, "lib", sys.argv[1])
+prov_path = os.path.join(pkg, "lib", "mlx-fork.json")
+print(json.dumps({
+    "backend_version": metadata.version(sys.argv[2]),
+    "installed": os.path.realpath(installed),
+    "installed_sha256": hashlib.sha256(open(installed, "rb").read()).hexdigest() if os.path.exists(installed) else None,
+    "provenance": json.load(open(prov_path)) if os.path.exists(prov_path) else None,
+}))
+"""
+
+# What only a machine with the GPU and its driver can check; verify says so.
+LEFT_FOR_A_GPU = "import mlx.core, the loaded-libmlx check and a computation on the GPU"
+
+
+def cuda_driver_loadable() -> bool:
+    """Is there a CUDA driver (libcuda.so.1) this process could load?"""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class VerifyResult:
     wheel: str
@@ -90,6 +123,7 @@ class VerifyResult:
     loaded_library: str
     checks: list[str] = field(default_factory=list)  # what was proven, one line each
     abi: "AbiReport | None" = None
+    left_for_gpu: str | None = None  # checks that need a GPU and were not run here
 
 
 # ---------------------------------------------------------------- ABI gate
@@ -284,8 +318,15 @@ def verify_wheel(
     log: Path | None = None,
     keep_venv: Path | None = None,
     abi_must_pass: bool = True,
+    needs_gpu_driver: bool = False,
 ) -> VerifyResult:
-    """Install `wheel` (which lives in `wheel_dir`) beside the stock frontend and prove it is loaded."""
+    """Install `wheel` (which lives in `wheel_dir`) beside the stock frontend and prove it is loaded.
+
+    `needs_gpu_driver` (a CUDA backend): where no driver is loadable, the import
+    and everything after it are left for a GPU machine (and the result says so);
+    the installed files, their versions and sha256, the provenance and the ABI
+    gate are still checked.
+    """
     info = wheel_info(wheel)
     version = manifest.version
     if str(info.version) != version:
@@ -311,58 +352,18 @@ def verify_wheel(
             pip_install(python, requirements, index_url="https://pypi.org/simple", find_links=[wheel_dir], log=log)
         else:
             raise MlxForkError(f"unknown install route {via!r}")
-        found = probe(python, library)
-        problems: list[str] = []
-        # libmlx reports the run-time form of the version (manifest.py explains the ".0").
-        if found["version"] != manifest.runtime_version:
-            problems.append(f"mx.__version__ is {found['version']!r}, expected {manifest.runtime_version!r}")
+        if needs_gpu_driver and not cuda_driver_loadable():
+            found = probe_files(python, library, info.name)
+            result.left_for_gpu = LEFT_FOR_A_GPU
+            problems = check_installed_files(found, manifest, info.name, result)
         else:
-            result.checks.append(f"mx.__version__ == {manifest.runtime_version}")
-        if not found["loaded"]:
-            problems.append("no libmlx mapped into the process")
-        elif found["loaded"] != found["installed"]:
-            problems.append(f"loaded {found['loaded']}, but the installed library is {found['installed']}")
-        else:
-            result.loaded_library = found["loaded"]
-            result.checks.append(f"loaded libmlx is the installed one ({found['loaded']})")
-        expected_sha = manifest.outputs.get("libmlx_sha256")
-        if expected_sha and found["installed_sha256"] != expected_sha:
-            problems.append(f"installed libmlx sha256 {found['installed_sha256']} != manifest {expected_sha}")
-        elif expected_sha:
-            result.checks.append("installed libmlx sha256 matches the manifest")
-        if found["provenance"] is None:
-            problems.append("mlx/lib/mlx-fork.json is not installed")
-        else:
-            diff = compare_provenance(manifest.to_json(), found["provenance"])
-            problems += [f"provenance {d}" for d in diff]
-            if not diff:
-                result.checks.append("provenance mlx/lib/mlx-fork.json matches the build manifest")
-        if found["value"] != 15.0:
-            problems.append(f"(a*2+1).sum() gave {found['value']}, expected 15.0")
-        else:
-            result.checks.append(f"computation ran on {found['default_device']}")
+            found = probe(python, library)
+            problems = check_imported(found, manifest, result)
         if stock_wheel is not None:
             frontend = frontend_wheel or host_frontend_wheel(wheel_dir, version if own_frontend
                                                              else manifest.base_version)
-            report = abi_gate(stock_wheel, wheel, library, frontend, configured_away)
-            result.abi = report
-            if report.removed and not abi_must_pass:
-                result.checks.append(
-                    f"ABI report only (full packaging rebuilds the frontend): {len(report.removed)} stock "
-                    f"export(s) removed, {len(report.added)} added")
-            elif report.removed:
-                shown = demangle(report.removed[:20])
-                problems.append(
-                    f"ABI gate: {len(report.removed)} exported symbol(s) of stock libmlx are gone "
-                    "(strong definitions, or imported by the stock frontend): " + "; ".join(shown)
-                )
-            else:
-                checked = f"the frontend {frontend.name} imports" if frontend else "(no frontend wheel to check) "
-                result.checks.append(
-                    f"ABI gate: no stock export removed that {checked} or that is a strong definition "
-                    f"({len(report.added)} added, {len(report.removed_weak)} weak/unique instantiations differ, "
-                    f"{len(report.removed_configured)} configured away)"
-                )
+            problems += check_abi(abi_gate(stock_wheel, wheel, library, frontend, configured_away),
+                                  frontend, abi_must_pass, result)
         if problems:
             raise MlxForkError(
                 f"verify failed for {wheel.name}:\n  " + "\n  ".join(problems),
@@ -371,6 +372,86 @@ def verify_wheel(
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def probe_files(python: Path, library: str, dist: str) -> dict:
+    with tempfile.TemporaryDirectory() as empty:
+        proc = run([str(python), "-I", "-c", FILES_PROBE, library, dist],
+                   step="read the installed files in the fresh venv", cwd=Path(empty))
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_installed_files(found: dict, manifest: Manifest, dist: str, result: VerifyResult) -> list[str]:
+    """The driver-less checks: installed backend version, libmlx sha256, provenance."""
+    problems: list[str] = []
+    if found["backend_version"] != manifest.version:
+        problems.append(f"installed {dist} is {found['backend_version']}, expected {manifest.version}")
+    else:
+        result.checks.append(f"installed {dist} == {manifest.version} (not imported: no GPU driver here)")
+    problems += _check_sha_and_provenance(found, manifest, result)
+    return problems
+
+
+def _check_sha_and_provenance(found: dict, manifest: Manifest, result: VerifyResult) -> list[str]:
+    problems: list[str] = []
+    expected_sha = manifest.outputs.get("libmlx_sha256")
+    if expected_sha and found["installed_sha256"] != expected_sha:
+        problems.append(f"installed libmlx sha256 {found['installed_sha256']} != manifest {expected_sha}")
+    elif expected_sha:
+        result.checks.append("installed libmlx sha256 matches the manifest")
+    if found["provenance"] is None:
+        problems.append("mlx/lib/mlx-fork.json is not installed")
+    else:
+        diff = compare_provenance(manifest.to_json(), found["provenance"])
+        problems += [f"provenance {d}" for d in diff]
+        if not diff:
+            result.checks.append("provenance mlx/lib/mlx-fork.json matches the build manifest")
+    return problems
+
+
+def check_imported(found: dict, manifest: Manifest, result: VerifyResult) -> list[str]:
+    """The checks of a probe that imported mlx.core: version, loaded library, files, a computation."""
+    problems: list[str] = []
+    # libmlx reports the run-time form of the version (manifest.py explains the ".0").
+    if found["version"] != manifest.runtime_version:
+        problems.append(f"mx.__version__ is {found['version']!r}, expected {manifest.runtime_version!r}")
+    else:
+        result.checks.append(f"mx.__version__ == {manifest.runtime_version}")
+    if not found["loaded"]:
+        problems.append("no libmlx mapped into the process")
+    elif found["loaded"] != found["installed"]:
+        problems.append(f"loaded {found['loaded']}, but the installed library is {found['installed']}")
+    else:
+        result.loaded_library = found["loaded"]
+        result.checks.append(f"loaded libmlx is the installed one ({found['loaded']})")
+    problems += _check_sha_and_provenance(found, manifest, result)
+    if found["value"] != 15.0:
+        problems.append(f"(a*2+1).sum() gave {found['value']}, expected 15.0")
+    else:
+        result.checks.append(f"computation ran on {found['default_device']}")
+    return problems
+
+
+def check_abi(report: "AbiReport", frontend: Path | None, abi_must_pass: bool, result: VerifyResult) -> list[str]:
+    result.abi = report
+    if report.removed and not abi_must_pass:
+        result.checks.append(
+            f"ABI report only (full packaging rebuilds the frontend): {len(report.removed)} stock "
+            f"export(s) removed, {len(report.added)} added")
+        return []
+    if report.removed:
+        shown = demangle(report.removed[:20])
+        return [
+            f"ABI gate: {len(report.removed)} exported symbol(s) of stock libmlx are gone "
+            "(strong definitions, or imported by the stock frontend): " + "; ".join(shown)
+        ]
+    checked = f"the frontend {frontend.name} imports" if frontend else "(no frontend wheel to check) "
+    result.checks.append(
+        f"ABI gate: no stock export removed that {checked} or that is a strong definition "
+        f"({len(report.added)} added, {len(report.removed_weak)} weak/unique instantiations differ, "
+        f"{len(report.removed_configured)} configured away)"
+    )
+    return []
 
 
 # ---------------------------------------------------------------- CLI
@@ -447,10 +528,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         stock = fetch_stock_wheel(load_base(manifest.inputs["base"]["name"]), profile)
     configured = [name for name, ident in manifest.inputs.get("dependencies", {}).items() if ident.startswith("disabled")]
     result = verify_wheel(wheel, manifest, library=profile.library, wheel_dir=wheel.parent, via=args.via,
-                          stock_wheel=stock, configured_away=configured)
+                          stock_wheel=stock, configured_away=configured, needs_gpu_driver=profile.needs_gpu_driver)
     print(f"verified {result.wheel}")
     for line in result.checks:
         print(f"  ok  {line}")
+    if result.left_for_gpu:
+        print(f"  not run here (no GPU driver): {result.left_for_gpu}")
     if result.abi is not None:
         print()
         print(abi_summary(result.abi) if args.abi_details else

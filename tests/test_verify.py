@@ -124,6 +124,27 @@ def test_verify_fails_on_provenance_mismatch(tmp_path: Path) -> None:
         verify.verify_wheel(backend, manifest, library="libmlx.so", wheel_dir=wheels)
 
 
+def test_without_a_gpu_driver_a_cuda_backend_is_checked_from_its_files(tmp_path: Path, monkeypatch) -> None:
+    # A frontend whose import would fail, as mlx.core does where libmlx NEEDs a missing libcuda.so.1.
+    lib = compile_lib(tmp_path, "never imported")
+    manifest = manifest_for(lib, patches=1)
+    wheels, backend, stock = publish(tmp_path, lib, manifest)
+    (wheels / "mlx-0.31.1-py3-none-any.whl").unlink()
+    make_wheel(wheels, "mlx", "0.31.1", files={"mlx/core.py": b"raise ImportError('libcuda.so.1: cannot open')\n"})
+    write_index(wheels)
+    monkeypatch.setattr(verify, "cuda_driver_loadable", lambda: False)
+    result = verify.verify_wheel(backend, manifest, library="libmlx.so", wheel_dir=wheels, stock_wheel=stock,
+                                 needs_gpu_driver=True)
+    text = "\n".join(result.checks)
+    assert "not imported: no GPU driver here" in text and "installed libmlx sha256 matches" in text
+    assert "provenance mlx/lib/mlx-fork.json matches" in text and "ABI gate: no stock export removed" in text
+    assert result.left_for_gpu == verify.LEFT_FOR_A_GPU and result.loaded_library == ""
+    # The file checks still fail when they should.
+    wheels2, backend2, _ = publish(tmp_path / "other", lib, manifest, provenance=manifest_for(lib, patches=2).to_json())
+    with pytest.raises(MlxForkError, match="provenance inputs.patches"):
+        verify.verify_wheel(backend2, manifest, library="libmlx.so", wheel_dir=wheels2, needs_gpu_driver=True)
+
+
 def test_abi_gate_fails_on_a_removed_symbol(tmp_path: Path) -> None:
     manifest0 = manifest_for(b"")
     lib = compile_lib(tmp_path, manifest0.runtime_version)
