@@ -214,7 +214,7 @@ def metal_sources(tree: Path) -> list[Path]:
 def metal_cpp_dir(base: BasePin, work: Path) -> Path:
     """metal-cpp exactly as MLX `base` was built with: from the stock mlx-metal wheel."""
     from .deps import extract_metal_cpp
-    from .package import fetch_stock_wheel
+    from .stockwheels import fetch_stock_wheel
     from .profiles import get_profile
 
     dest = work / "check-metal" / base.version / "metal_cpp"

@@ -79,7 +79,7 @@ class SimLibrary:
 def metal_cpp_dir(base: BasePin, work: Path) -> Path:
     """metal-cpp headers from the stock mlx-metal wheel of `base` (downloaded once, cached)."""
     from .deps import extract_metal_cpp
-    from .package import fetch_stock_wheel
+    from .stockwheels import fetch_stock_wheel
     from .profiles import get_profile
 
     dest = work / "metal-sim" / "metal-cpp" / base.version
@@ -92,7 +92,7 @@ def metal_cpp_dir(base: BasePin, work: Path) -> Path:
 def _configure_cpu(base: BasePin, tree: Path, build: Path, work: Path, toolchain: metal_sim.Toolchain,
                    log: Path) -> list[dict]:
     """MLX's CMake for Linux CPU with clang/libc++; returns compile_commands.json."""
-    from .build import ccache_env
+    from .compile import ccache_env
     from .deps import DepsRequest, provision
     from .profiles import get_profile
 
@@ -245,7 +245,7 @@ def build_library(base: BasePin, label: str, tree: Path, work: Path, *, sanitize
     identical paths, usually has those too). The result is copied to
     <base>/<label>/lib.
     """
-    from .build import build_lock, ccache_env, sync_tree
+    from .compile import build_lock, ccache_env, sync_tree
 
     toolchain = metal_sim.find_toolchain()
     suffix = f"-{sanitize}" if sanitize else ""

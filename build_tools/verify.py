@@ -209,18 +209,6 @@ def abi_gate(stock_wheel: Path, wheel: Path, library: str, frontend_wheel: Path 
         return abi_diff(exported_symbols(stock_lib), exported_symbols(our_lib), imported, configured_away)
 
 
-def installed_headers_touched(patches: list) -> dict[str, list[str]]:
-    """patch name -> installed headers (mlx/include/mlx/...) it changes."""
-    from .series import is_installed_header
-
-    touched: dict[str, list[str]] = {}
-    for patch in patches:
-        headers = [p for p in patch.touched_paths if is_installed_header(p)]
-        if headers:
-            touched[patch.name] = headers
-    return touched
-
-
 # ---------------------------------------------------------------- install and probe
 
 
@@ -431,7 +419,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .bases import load_base
-    from .package import fetch_stock_wheel
+    from .stockwheels import fetch_stock_wheel
     from .profiles import get_profile
 
     directory = (args.dir or wheels_dir()).resolve()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from build_tools import package
+from build_tools import package, stockwheels
 from build_tools.errors import MlxForkError
 from build_tools.manifest import Manifest
 from build_tools.profiles import get_profile
@@ -195,14 +195,14 @@ def test_stock_wheel_pin_mismatch_is_refused(tmp_path: Path, stock_cpu: Path, mo
     from build_tools.bases import load_base
 
     base = load_base("v0.31.1", Path(__file__).resolve().parent.parent / "patches")
-    cache = package.stock_cache(tmp_path, base)
+    cache = stockwheels.stock_cache(tmp_path, base)
     cache.mkdir(parents=True)
     tampered = cache / stock_cpu.name
     tampered.write_bytes(stock_cpu.read_bytes() + b"x")
     with pytest.raises(MlxForkError, match="does not match the pin"):
-        package.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path)
+        stockwheels.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path)
     tampered.write_bytes(stock_cpu.read_bytes())
-    assert package.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path) == tampered
+    assert stockwheels.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path) == tampered
 
 
 # ---------------------------------------------------------------- full packaging helpers

@@ -20,6 +20,7 @@ import pytest
 from build_tools import verify
 from build_tools.errors import MlxForkError
 from build_tools.index import write_index
+from build_tools.installed_headers import installed_headers_touched
 from build_tools.manifest import Manifest
 from build_tools.series import FileChange, Patch
 
@@ -174,7 +175,7 @@ def test_installed_header_changes_are_found() -> None:
         _patch("0002-header.patch", "mlx/scheduler.h", "mlx/scheduler.cpp"),
         _patch("0003-private.patch", "mlx/backend/metal/kernels.h"),
     ]
-    assert verify.installed_headers_touched(patches) == {"0002-header.patch": ["mlx/scheduler.h"]}
+    assert installed_headers_touched(patches) == {"0002-header.patch": ["mlx/scheduler.h"]}
 
 
 def test_verify_command_checks_the_newest_patched_wheel_against_its_manifest(

@@ -326,7 +326,7 @@ def _guarded(part: str, summary: dict, fn):
 def _stock_pins(base) -> dict[str, str]:
     """sha256 pins of stock wheels from base.toml ([[stock_wheels]]), when the package stage defines them."""
     try:
-        from ..package import stock_pins
+        from ..stockwheels import stock_pins
     except ImportError:
         return {}
     return stock_pins(base)
@@ -381,7 +381,7 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
     import shutil
 
     from . import cxx, suite
-    from ..build import sync_tree
+    from ..compile import sync_tree
     from ..patchqueue import apply_series
     from ..series import load_series
 

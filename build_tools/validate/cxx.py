@@ -32,7 +32,7 @@ NINJA_TARGET = "tests"
 
 def build_tests(base: BasePin, tree: Path, work: Path, name: str) -> Path:
     """Configure + build the doctest binary of `tree` in work/cxx-build-<name> (heavy: holds MLX_FORK_BUILD_LOCK if set)."""
-    from ..build import ccache_env, cmake_args_for, configure, ninja
+    from ..compile import ccache_env, cmake_args_for, configure, ninja
     from ..deps import DepsRequest, provision
     from ..profiles import get_profile
 
