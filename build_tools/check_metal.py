@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .bases import BasePin, load_base
+from .deps import metal_cpp_dir
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, reports_dir, work_dir
 from .proc import say
@@ -209,24 +210,6 @@ def metal_sources(tree: Path) -> list[Path]:
     if not files:
         raise MlxForkError(f"{directory} has no C++ files to check")
     return files
-
-
-def metal_cpp_dir(base: BasePin, work: Path) -> Path:
-    """metal-cpp exactly as MLX `base` was built with: from the stock mlx-metal wheel."""
-    from .deps import extract_metal_cpp
-    from .stockwheels import fetch_stock_wheel
-    from .profiles import get_profile
-
-    dest = work / "check-metal" / base.version / "metal_cpp"
-    if (dest / "Metal" / "Metal.hpp").is_file():
-        return dest
-    wheel = fetch_stock_wheel(base, get_profile("macos-metal"), work)
-    staging = dest.with_name("metal_cpp.partial")
-    extract_metal_cpp(wheel, staging)
-    if dest.exists():
-        shutil.rmtree(dest)
-    staging.rename(dest)
-    return dest
 
 
 def fmt_version(base: BasePin) -> str | None:

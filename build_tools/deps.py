@@ -64,6 +64,7 @@ from .errors import MlxForkError
 from .paths import PRIMARY_BASE, work_dir
 from .profiles import PLATFORMS, Profile, get_profile, host_platform
 from .proc import say
+from .stockwheels import fetch_stock_wheel
 from .tools import cmake_program, find_env_tool, install_command
 
 STRATEGIES: tuple[str, ...] = (
@@ -348,6 +349,24 @@ def extract_metal_cpp(stock_wheel: Path, dest: Path) -> Path:
             target = dest / name[len(prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(zf.read(name))
+    return dest
+
+
+def metal_cpp_dir(base: BasePin, work: Path) -> Path:
+    """metal-cpp exactly as MLX `base` was built with, for the Metal checks on Linux (cached in the work dir).
+
+    From the stock mlx-metal wheel of `base`; extracted beside the final folder
+    and renamed into place, so a present folder is always complete.
+    """
+    dest = work / "metal-cpp" / base.version
+    if (dest / "Metal" / "Metal.hpp").is_file():
+        return dest
+    wheel = fetch_stock_wheel(base, get_profile("macos-metal"), work)
+    staging = dest.with_name(f"{base.version}.partial")
+    extract_metal_cpp(wheel, staging)
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
     return dest
 
 

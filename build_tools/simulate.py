@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import re
 import shlex
@@ -36,9 +35,11 @@ from pathlib import Path
 
 from . import metal_sim
 from .bases import BasePin, load_base
+from .deps import metal_cpp_dir
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, reports_dir, work_dir
 from .proc import run, say
+from .validate.stats import wilson
 
 SCENARIO_DIR = Path(metal_sim.__file__).resolve().parent / "scenarios"
 METALLIB_PLACEHOLDER = b"MTLB metal-sim placeholder: kernels are not executed\n"
@@ -74,19 +75,6 @@ class SimLibrary:
     @property
     def libmlx(self) -> Path:
         return self.lib_dir / "libmlx.so"
-
-
-def metal_cpp_dir(base: BasePin, work: Path) -> Path:
-    """metal-cpp headers from the stock mlx-metal wheel of `base` (downloaded once, cached)."""
-    from .deps import extract_metal_cpp
-    from .stockwheels import fetch_stock_wheel
-    from .profiles import get_profile
-
-    dest = work / "metal-sim" / "metal-cpp" / base.version
-    if (dest / "Metal" / "Metal.hpp").is_file():
-        return dest
-    wheel = fetch_stock_wheel(base, get_profile("macos-metal"), work)
-    return extract_metal_cpp(wheel, dest)
 
 
 def _configure_cpu(base: BasePin, tree: Path, build: Path, work: Path, toolchain: metal_sim.Toolchain,
@@ -475,17 +463,6 @@ def run_once(exe: Path, env: dict[str, str], timeout: float, log: Path | None = 
             fh.write(f"=== {exe.name} rc={rc} kind={kind} ({seconds:.1f}s)\n--- stdout\n{out[-4000:]}\n"
                      f"--- stderr\n{shown}\n")
     return RunResult(ok, kind, seconds, detail)
-
-
-def wilson(failures: int, runs: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a failure rate."""
-    if runs == 0:
-        return 0.0, 1.0
-    p = failures / runs
-    denom = 1 + z * z / runs
-    centre = (p + z * z / (2 * runs)) / denom
-    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
