@@ -314,7 +314,7 @@ def compiler_version(clang: str) -> str:
 
 def patched_tree(base: BasePin, source: Path | None, work: Path) -> tuple[Path, str]:
     """The verified pristine tree of `base` with its series applied (fails closed)."""
-    from .patchqueue import apply_series
+    from .patchqueue import patched_tree
     from .series import load_series
     from .source import prepare_source
 
@@ -323,9 +323,9 @@ def patched_tree(base: BasePin, source: Path | None, work: Path) -> tuple[Path, 
     if not series.patches:
         say(f"the {base.name} series is empty: checking the pristine tree")
         return pristine.path, "pristine"
-    dest = work / base.name / "check-metal-tree"
-    say(f"applying {len(series.patches)} patches of {base.name}")
-    apply_series(series, pristine.path, dest, label=f"MLX {base.name} + series (check-metal)")
+    say(f"the {len(series.patches)} patches of {base.name} applied to the pinned tree")
+    dest = patched_tree(series, pristine.path, work / base.name / "check-metal-trees",
+                        label=f"MLX {base.name} + series (check-metal)")
     return dest, "patched"
 
 

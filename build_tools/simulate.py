@@ -20,7 +20,6 @@ version. Kernels are not executed (see metal_sim/SEMANTICS.md for what is simula
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -615,17 +613,11 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
 
 
 def _patched_tree(base: BasePin, pristine: Path, work: Path) -> tuple[Path, str]:
-    from .patchqueue import apply_series
+    from .patchqueue import patched_tree
     from .series import load_series
 
     series = load_series(base)
-    digest = hashlib.sha256("".join(p.sha256 for p in series.patches).encode()).hexdigest()[:12]
-    dest = work / "metal-sim" / base.name / "trees" / f"patched-{digest}"
-    if not (dest / "mlx").is_dir():
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        apply_series(series, pristine, dest)
+    dest = patched_tree(series, pristine, work / "metal-sim" / base.name / "trees")
     names = ", ".join(p.name for p in series.patches) or "no patches"
     return dest, f"pristine + series ({len(series.patches)} patches: {names})"
 

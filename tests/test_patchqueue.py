@@ -57,6 +57,21 @@ def test_apply_commits_each_patch_and_keeps_headers(three_patches: Path, upstrea
     assert "line 20 ours" in (dest / "mlx" / "scheduler.cpp").read_text()
 
 
+
+def test_patched_tree_is_made_once_per_series(three_patches: Path, upstream: Upstream, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    series = load_series(load_base("v0.1.0"))
+    pristine = _pristine("v0.1.0", upstream, tmp_path)
+    tree = patchqueue.patched_tree(series, pristine, tmp_path / "trees")
+    assert tree.name == f"patched-{patchqueue.series_digest(series)}"
+    assert "line 20 ours" in (tree / "mlx" / "scheduler.cpp").read_text()
+
+    def no_second_apply(*args: object, **kwargs: object) -> None:
+        raise AssertionError("applied again")
+
+    monkeypatch.setattr(patchqueue, "apply_series", no_second_apply)
+    assert patchqueue.patched_tree(series, pristine, tmp_path / "trees") == tree
+
 def test_apply_fails_closed_naming_patch_and_hunk(project: Path, upstream: Upstream, tmp_path: Path) -> None:
     d = project / "patches" / "v0.1.0"
     good = make_patch(upstream, d, {"mlx/array.cpp": ("line 2\n", "line 2 ok\n")}, "good one")

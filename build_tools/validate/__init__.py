@@ -378,11 +378,9 @@ def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dic
 def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Path,
                    patched_is_stock: bool = False, wheel_patches: list[dict] | None = None) -> dict:
     """Build the doctest binary from the pristine and the patched tree; run each against its side's libmlx."""
-    import shutil
-
     from . import cxx, suite
     from ..compile import sync_tree
-    from ..patchqueue import apply_series
+    from ..patchqueue import patched_tree
     from ..series import load_series
 
     binaries: dict[str, Path] = {}
@@ -403,10 +401,7 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
         sync_tree(tree.path, work / "cxx-src-stock")
         binaries["stock"] = cxx.build_tests(base, work / "cxx-src-stock", work, "stock")
         if build_patched:
-            queue = work / "cxx-queue"
-            if queue.exists():
-                shutil.rmtree(queue)
-            apply_series(load_series(base), tree.path, queue)
+            queue = patched_tree(load_series(base), tree.path, work / "cxx-trees")
             sync_tree(queue, work / "cxx-src-patched")
             binaries["patched"] = cxx.build_tests(base, work / "cxx-src-patched", work, "patched")
         else:
