@@ -42,6 +42,7 @@ from packaging.version import Version
 from .bases import load_base
 from .digest import sha256_file
 from .errors import MlxForkError
+from .libmlx_probe import parse_probe, probe_command
 from .paths import PRIMARY_BASE, project_root, wheels_dir
 from .proc import say
 from .tools import env_tool
@@ -491,42 +492,6 @@ def check_lock(spec_dir: Path, plan: LayerPlan) -> list[str]:
     return problems
 
 
-PROBE = r"""
-import ctypes, hashlib, json, os, sys
-import mlx.core as mx
-loaded = None
-if sys.platform == "darwin":
-    dyld = ctypes.CDLL(None)
-    dyld._dyld_get_image_name.restype = ctypes.c_char_p
-    for i in range(dyld._dyld_image_count()):
-        name = dyld._dyld_get_image_name(i).decode()
-        if os.path.basename(name).startswith("libmlx."):
-            loaded = name
-            break
-else:
-    with open("/proc/self/maps") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 6 and os.path.basename(parts[-1]).startswith("libmlx."):
-                loaded = parts[-1]
-                break
-prov = None
-for entry in sys.path:
-    candidate = os.path.join(entry, "mlx", "lib", "mlx-fork.json")
-    if os.path.isfile(candidate):
-        prov = candidate
-        break
-print(json.dumps({
-    "version": mx.__version__,
-    "loaded": os.path.realpath(loaded) if loaded else None,
-    "loaded_sha256": hashlib.sha256(open(loaded, "rb").read()).hexdigest() if loaded else None,
-    "provenance_path": os.path.realpath(prov) if prov else None,
-    "provenance": json.load(open(prov)) if prov else None,
-    "sum": (mx.array([1.0, 2.0, 3.0]) * 2 + 1).sum().item(),
-}))
-"""
-
-
 @dataclass
 class LayerCheck:
     probe: dict = field(default_factory=dict)
@@ -549,13 +514,13 @@ def layer_python(export_dir: Path, plan: LayerPlan) -> Path:
 def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
     """Run the exported framework layer's Python and prove it loads the patched libmlx."""
     python = layer_python(export_dir, plan)
-    proc = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(probe_command(python, isolated=False), capture_output=True, text=True, timeout=300)
     check = LayerCheck()
     if proc.returncode != 0:
         check.problems.append(f"import mlx.core in the exported layer failed (exit {proc.returncode}): "
                               + (proc.stderr.strip().splitlines() or ["no output"])[-1])
         return check
-    check.probe = probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    check.probe = probe = parse_probe(proc.stdout)
     expected = read_provenance(plan.backend.path)
     layer_root = (export_dir / plan.framework_env).resolve()
     if expected is None:
@@ -575,8 +540,8 @@ def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
         check.problems.append("the layer's mlx/lib/mlx-fork.json differs from the wheel's")
     elif probe.get("provenance_path") and not Path(probe["provenance_path"]).is_relative_to(layer_root):
         check.problems.append(f"provenance {probe['provenance_path']} is not inside the exported layer")
-    if probe.get("sum") != 15.0:
-        check.problems.append(f"(a*2+1).sum() of [1,2,3] gave {probe.get('sum')}, not 15.0")
+    if probe.get("value") != 15.0:
+        check.problems.append(f"(a*2+1).sum() of [1,2,3] gave {probe.get('value')}, not 15.0")
     return check
 
 

@@ -17,7 +17,6 @@ API the stock frontend was compiled against, so it forces full packaging.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -28,60 +27,14 @@ import venv
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import MlxForkError
+from .libmlx_probe import parse_probe, probe_command
 from .manifest import Manifest, compare_provenance
 from .paths import wheels_dir, work_dir
 from .proc import run, say
 from .wheelfile import wheel_info
-
-PROBE = r"""
-import hashlib, json, os, sys
-import mlx.core as mx
-
-
-def loaded_libmlx():
-    # The libmlx file the dynamic loader actually mapped into this process.
-    if sys.platform == "darwin":  # no /proc: ask dyld for its image list
-        import ctypes
-        dyld = ctypes.CDLL("/usr/lib/libSystem.B.dylib")
-        dyld._dyld_image_count.restype = ctypes.c_uint32
-        dyld._dyld_get_image_name.restype = ctypes.c_char_p
-        dyld._dyld_get_image_name.argtypes = [ctypes.c_uint32]
-        for i in range(dyld._dyld_image_count()):
-            path = dyld._dyld_get_image_name(i).decode()
-            if os.path.basename(path).startswith("libmlx."):
-                return path
-        return None
-    with open("/proc/self/maps") as fh:
-        for line in fh:
-            fields = line.split()
-            path = fields[-1] if len(fields) >= 6 else ""
-            if os.path.basename(path).startswith("libmlx."):
-                return path
-    return None
-
-
-lib = loaded_libmlx()
-# mlx is a namespace-like package spread over the frontend and backend wheels;
-# mlx.core (the frontend's extension module) sits in the installed mlx/ dir.
-pkg = os.path.dirname(os.path.realpath(mx.__file__))
-prov_path = os.path.join(pkg, "lib", "mlx-fork.json")
-prov = json.load(open(prov_path)) if os.path.exists(prov_path) else None
-installed = os.path.join(pkg, "lib", sys.argv[1])
-a = mx.array([1.0, 2.0, 3.0])
-value = (a * 2 + 1).sum().item()
-print(json.dumps({
-    "version": mx.__version__,
-    "loaded": os.path.realpath(lib) if lib else None,
-    "installed": os.path.realpath(installed),
-    "installed_sha256": hashlib.sha256(open(installed, "rb").read()).hexdigest() if os.path.exists(installed) else None,
-    "provenance": prov,
-    "value": value,
-    "default_device": str(mx.default_device()),
-}))
-"""
-
 
 @dataclass
 class VerifyResult:
@@ -247,16 +200,15 @@ def pip_install(python: Path, requirements: list[str], *, index_url: str | None,
         raise MlxForkError(f"pip install in the fresh venv failed (exit {proc.returncode})", hint=detail)
 
 
-def probe(python: Path, library: str) -> dict:
-    # -I: isolated mode, so neither the working directory nor PYTHON* variables
-    # can put another `mlx` in front of the installed one.
+def probe(python: Path, library: str) -> dict[str, Any]:
+    """What the fresh venv loads (libmlx_probe.py), run isolated from an empty directory."""
     with tempfile.TemporaryDirectory() as empty:
-        proc = run([str(python), "-I", "-c", PROBE, library], step="import mlx.core in the fresh venv",
+        proc = run(probe_command(python, isolated=True, library=library), step="import mlx.core in the fresh venv",
                    cwd=Path(empty))
-    lines = proc.stdout.strip().splitlines()
-    if not lines:
-        raise MlxForkError("the probe printed nothing")
-    return json.loads(lines[-1])
+    try:
+        return parse_probe(proc.stdout)
+    except ValueError as exc:
+        raise MlxForkError(str(exc)) from None
 
 
 def verify_wheel(

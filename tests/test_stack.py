@@ -36,6 +36,7 @@ else:  # pragma: no cover
 from packaging.tags import sys_tags
 
 from build_tools import stack, tools
+from build_tools.libmlx_probe import parse_probe, probe_command
 from build_tools.errors import MlxForkError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,9 +323,9 @@ def test_export_refuses_stock_libmlx_under_a_label(tmp_path: Path, use_venvstack
     message = str(excinfo.value)
     assert "mx.__version__ is '0.31.1'" in message and "not the patched one" in message
     # Everything before the check worked: the layer was exported and its libmlx is the wheel's.
-    probe = subprocess.run([str(tmp_path / "export" / "framework-mlx" / "bin" / "python"), "-c", stack.PROBE],
+    probe = subprocess.run(probe_command(tmp_path / "export" / "framework-mlx" / "bin" / "python", isolated=False),
                            capture_output=True, text=True, check=True)
-    found = json.loads(probe.stdout)
+    found = parse_probe(probe.stdout)
     assert found["loaded"].startswith(str((tmp_path / "export" / "framework-mlx").resolve()))
     assert found["loaded_sha256"] == hashlib.sha256(libmlx).hexdigest()
     assert fake.name in {p.name for p in wheels.iterdir()}

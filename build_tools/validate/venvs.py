@@ -17,9 +17,11 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..digest import sha256_file
 from ..errors import MlxForkError
+from ..libmlx_probe import parse_probe, probe_command
 from ..proc import run, say
 
 FRONTEND_DIST = "mlx"
@@ -78,7 +80,7 @@ class Side:
     python: Path  # the venv's interpreter (never resolved: that would leave the venv)
     venv: Path
     wheels: tuple[str, ...]  # wheel file names installed
-    probe: dict = field(default_factory=dict)  # what the interpreter reports (see PROBE)
+    probe: dict = field(default_factory=dict)  # what the interpreter reports (see side_facts)
 
     @property
     def mlx_version(self) -> str:
@@ -95,48 +97,26 @@ class Side:
         return data
 
 
-# Run inside a side's venv: proves which MLX is loaded and from where.
-PROBE = r"""
-import hashlib, json, os, sys
-from importlib import metadata
-import mlx.core as mx
-lib_dir = os.path.join(os.path.dirname(mx.__file__), "lib")
-lib = next((os.path.join(lib_dir, n) for n in sorted(os.listdir(lib_dir)) if n.startswith("libmlx.")), "")
-digest = hashlib.sha256(open(lib, "rb").read()).hexdigest() if lib else ""
-def gguf_works():
-    # MLX built with MLX_BUILD_GGUF=OFF raises from save_gguf.
-    import tempfile
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            mx.save_gguf(os.path.join(d, "t.gguf"), {"x": mx.ones((2,))})
-        return True
-    except Exception:
-        return False
-def provenance():
-    # mlx-fork wheels carry mlx/lib/mlx-fork.json: the build's inputs, including the applied patches.
-    path = os.path.join(lib_dir, "mlx-fork.json")
-    if not os.path.isfile(path):
-        return None
-    data = json.load(open(path))
-    inputs = data.get("inputs", {})
-    return {"label": data.get("label"), "packaging": inputs.get("packaging"),
-            "patches": inputs.get("patches", []), "inputs_sha256": data.get("inputs_sha256")}
-def version(dist):
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-print(json.dumps({
-    "python": sys.version.split()[0],
-    "mlx_version": mx.__version__,
-    "mlx": version("mlx"), "mlx_cpu": version("mlx-cpu"), "mlx_metal": version("mlx-metal"),
-    "numpy": version("numpy"),
-    "libmlx_sha256": digest,
-    "default_device": str(mx.default_device()),
-    "gguf": gguf_works(),
-    "provenance": provenance(),
-}))
-"""
+def side_facts(answer: dict[str, Any]) -> dict[str, Any]:
+    """What a side records of the libmlx probe's answer (libmlx_probe.py): which MLX it loads, and its build."""
+    provenance = answer.get("provenance")
+    summary = None
+    if isinstance(provenance, dict):
+        # mlx-fork wheels carry mlx/lib/mlx-fork.json: the build's inputs, including the applied patches.
+        inputs = provenance.get("inputs", {})
+        summary = {"label": provenance.get("label"), "packaging": inputs.get("packaging"),
+                   "patches": inputs.get("patches", []), "inputs_sha256": provenance.get("inputs_sha256")}
+    versions = answer.get("distributions", {})
+    return {
+        "python": answer.get("python"),
+        "mlx_version": answer.get("version"),
+        "mlx": versions.get("mlx"), "mlx_cpu": versions.get("mlx-cpu"), "mlx_metal": versions.get("mlx-metal"),
+        "numpy": versions.get("numpy"),
+        "libmlx_sha256": answer.get("installed_sha256") or "",
+        "default_device": answer.get("default_device"),
+        "gguf": answer.get("gguf"),
+        "provenance": summary,
+    }
 
 
 
@@ -260,13 +240,13 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
         if cuda_site is not None:
             _link_cuda_site(venv, cuda_site)
         stamp.write_text(json.dumps(wanted), encoding="utf-8")
-    proc = run([str(python), "-c", PROBE], step=f"import mlx in the {name} venv", check=False)
+    proc = run(probe_command(python, isolated=False, gguf=True), step=f"import mlx in the {name} venv", check=False)
     if proc.returncode != 0:
         raise MlxForkError(
             f"{name} venv cannot import mlx.core (exit {proc.returncode})",
             hint=(proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else None,
         )
-    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    probe = side_facts(parse_probe(proc.stdout))
     return Side(name, python, venv, tuple(p.name for p in wheel_files), probe)
 
 
