@@ -42,6 +42,7 @@ from .paths import work_dir
 from .proc import run, say
 from .profiles import Profile
 from .tools import env_tool
+from .virtualenvs import create_venv, venv_python
 from .wheelfile import check_record, escape_name, rewrite_wheel, wheel_info
 
 PROVENANCE = "mlx/lib/mlx-fork.json"
@@ -336,16 +337,14 @@ _SETUP_OWNS = ("-DMLX_VERSION=", "-DMLX_BUILD_PYTHON_BINDINGS=", "-DCMAKE_BUILD_
 
 def full_build_python(work: Path) -> Path:
     """A virtual environment with what upstream setup.py needs (created once in the work dir)."""
-    import venv
-
     env_dir = work / "tools" / f"setup-py{sys.version_info.major}{sys.version_info.minor}"
-    python = env_dir / "bin" / "python"
+    python = venv_python(env_dir)
     stamp = env_dir / "mlx-fork-ready"
     wanted = list(FULL_BUILD_REQUIREMENTS) + (list(FULL_BUILD_REQUIREMENTS_LINUX) if sys.platform.startswith("linux") else ["delocate"])
     if stamp.is_file() and stamp.read_text() == "\n".join(wanted):
         return python
     say(f"full packaging: preparing the setup.py build environment {env_dir}")
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    create_venv(env_dir, with_pip=True)
     run([python, "-m", "pip", "install", "--quiet", *wanted], step="pip install setup.py build requirements")
     stamp.write_text("\n".join(wanted))
     return python

@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import venv
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from .libmlx_probe import parse_probe, probe_command
 from .manifest import Manifest, compare_provenance
 from .paths import wheels_dir, work_dir
 from .proc import run, say
+from .virtualenvs import create_venv
 from .wheelfile import wheel_info
 
 @dataclass
@@ -165,12 +165,6 @@ def abi_gate(stock_wheel: Path, wheel: Path, library: str, frontend_wheel: Path 
 # ---------------------------------------------------------------- install and probe
 
 
-def make_venv(path: Path) -> Path:
-    venv.EnvBuilder(with_pip=True, clear=True, symlinks=True).create(path)
-    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    return python
-
-
 def pip_install(python: Path, requirements: list[str], *, index_url: str | None, find_links: list[Path],
                 log: Path | None, extra_index: bool = False) -> None:
     cmd = [str(python), "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check"]
@@ -238,7 +232,7 @@ def verify_wheel(
     try:
         env_dir = keep_venv or tmp / "venv"
         say(f"verify: fresh venv, pip install {' '.join(requirements)} (via {via})")
-        python = make_venv(env_dir)
+        python = create_venv(env_dir, with_pip=True)
         if via == "index":
             simple = wheel_dir / "simple"
             if not (simple / "index.html").is_file():

@@ -37,6 +37,7 @@ from packaging.tags import sys_tags
 
 from build_tools import stack, tools
 from build_tools.libmlx_probe import parse_probe, probe_command
+from build_tools.virtualenvs import create_venv
 from build_tools.errors import MlxForkError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -222,8 +223,8 @@ def venvstacks_exe() -> Path:
     exe = env / "bin" / "venvstacks"
     if not exe.exists():
         shutil.rmtree(env, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-        proc = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet",
+        python = create_venv(env, with_pip=True)
+        proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
                                "--disable-pip-version-check", "venvstacks", "pdm[locked]"],
                               capture_output=True, text=True, timeout=900)
         if proc.returncode != 0 or not exe.exists():

@@ -23,6 +23,8 @@ from ..digest import sha256_file
 from ..errors import MlxForkError
 from ..libmlx_probe import parse_probe, probe_command
 from ..proc import run, say
+from ..tools import env_tool
+from ..virtualenvs import create_venv, venv_python
 
 FRONTEND_DIST = "mlx"
 # The backend wheel a plain install resolves to on this machine: mlx-metal on macOS,
@@ -215,20 +217,18 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
         wanted.append(f"libmlx {sha256_file(libmlx)}")
     if cuda_site is not None:
         wanted.append(f"cuda-libraries {cuda_site}")
-    python = venv / "bin" / "python"
+    python = venv_python(venv)
     reuse = (
         not fresh and python.exists() and stamp.is_file()
         and json.loads(stamp.read_text(encoding="utf-8")) == wanted
     )
     if not reuse:
-        if venv.exists():
-            shutil.rmtree(venv)
         say(f"{name}: creating venv {venv}")
         # No pip inside the venv: this interpreter's pip installs into it (--python), so
         # interpreters whose base has no ensurepip (many Linux images) work too.
-        run([sys.executable, "-m", "venv", "--without-pip", str(venv)], step=f"create {name} venv")
+        create_venv(venv, with_pip=False)
         run(
-            [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
+            [*env_tool("pip"), "--python", str(python), "install", "--disable-pip-version-check",
              "--no-index", "--no-deps", *[str(p) for p in wheel_files]],
             step=f"install wheels into the {name} venv", log=work / "logs" / f"venv-{name}.log",
         )
