@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +37,7 @@ from .deps import metal_cpp_dir
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, reports_dir, work_dir
 from .proc import say
+from .stockwheels import download_wheels
 
 STUBS_DIR = Path(__file__).resolve().parent / "metal_stubs"
 METAL_DIR = Path("mlx") / "backend" / "metal"
@@ -235,13 +235,12 @@ def fmt_headers(base: BasePin, work: Path) -> tuple[Path | None, str]:
         return include, f"fmt {version} headers (PyPI cmeel-fmt=={version})"
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-             "-d", tmp, f"cmeel-fmt=={version}"],
-            capture_output=True, text=True,
-        )
+        try:
+            download_wheels([f"cmeel-fmt=={version}"], Path(tmp))
+        except MlxForkError:
+            pass  # judged below: no wheel
         wheels = sorted(Path(tmp).glob("cmeel_fmt-*.whl"))
-        if proc.returncode != 0 or not wheels:
+        if not wheels:
             say(f"warning: could not download cmeel-fmt=={version}; checking against the system fmt")
             return None, f"system fmt (fmt {version} headers unavailable: blind to fmt 9/12 differences)"
         import zipfile

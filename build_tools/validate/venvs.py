@@ -23,6 +23,7 @@ from ..digest import sha256_file
 from ..errors import MlxForkError
 from ..libmlx_probe import parse_probe, probe_command
 from ..proc import run, say
+from ..stockwheels import download_wheels
 from ..tools import env_tool
 from ..virtualenvs import create_venv, venv_python
 
@@ -153,11 +154,8 @@ def stock_wheel_dir(work: Path, version: str, backend: str = BACKEND_DIST, numpy
     requirement = backend.replace("_", "-")
     say(f"downloading stock mlx=={version} {requirement}=={version} and numpy from PyPI into {dest}")
     dest.mkdir(parents=True, exist_ok=True)
-    run(
-        [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-         "--no-deps", "-d", str(dest), f"mlx=={version}", f"{requirement}=={version}", "numpy<3"],
-        step="download stock wheels", log=work / "logs" / "stock-download.log",
-    )
+    download_wheels([f"mlx=={version}", f"{requirement}=={version}", "numpy<3"], dest,
+                    step="download stock wheels", log=work / "logs" / "stock-download.log")
     return dest
 
 
