@@ -61,6 +61,7 @@ from .cuda_deps import (
     toolkit_version,
 )
 from .errors import MlxForkError
+from .git import checkout_head
 from .paths import PRIMARY_BASE, work_dir
 from .profiles import PLATFORMS, Profile, get_profile, host_platform
 from .proc import say
@@ -321,19 +322,10 @@ def _gguflib(dep: Dependency, out: Provisioned, user: Path | None) -> None:
             hint=f"git clone {dep.upstream.split('@')[0]} && git -C gguf-tools checkout {dep.version}",
         )
     out.cmake_args += ["-DMLX_BUILD_GGUF=ON", f"-DFETCHCONTENT_SOURCE_DIR_GGUFLIB={path}"]
-    commit = _git_head(path)
+    commit = checkout_head(path)
     if commit and commit != dep.version:
         out.notes.append(f"gguflib: {path} is at {commit}, upstream pins {dep.version}")
     out.identities[dep.name] = f"user dir gguf-tools {commit or 'unknown commit'}"
-
-
-def _git_head(path: Path) -> str | None:
-    """HEAD of the checkout at `path`; None for a plain directory (even one inside another checkout)."""
-    top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != path.resolve():
-        return None
-    proc = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def extract_metal_cpp(stock_wheel: Path, dest: Path) -> Path:

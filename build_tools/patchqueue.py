@@ -27,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 
 from .bases import BasePin, available_bases, load_base
 from .errors import MlxForkError
-from .proc import run
+from .git import git
 from .series import Patch, Series, lint_patch, parse_patch, read_series_names, write_series
 
 # Fixed identities and dates keep queue commits (and so exported patches) reproducible.
@@ -66,11 +66,8 @@ def _git(
     env: dict[str, str] | None = None,
     input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    proc = run(["git", "-C", str(repo), *args], step=f"git {args[0]}", env={**_GIT_ENV, **(env or {})},
-               check=False, input=input)
-    if check and proc.returncode != 0:
-        raise MlxForkError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
-    return proc
+    """git with the queue's fixed identities and dates."""
+    return git(repo, *args, check=check, env={**_GIT_ENV, **(env or {})}, input=input)
 
 
 def init_queue_repo(pristine: Path, dest: Path, label: str) -> None:
