@@ -30,7 +30,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from .errors import MlxForkError
 from .installed_headers import full_mode_reasons, installed_headers_touched
 from .manifest import Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
-from .proc import say
+from .proc import say, version_line
 from .tools import cmake_program
 from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
 
@@ -101,12 +100,8 @@ def slot_dir(work: Path, base: BasePin, profile: Profile) -> Path:
 
 
 def _first_line(cmd: list[str]) -> str:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return "not found"
-    text = (proc.stdout or proc.stderr).strip().splitlines()
-    return text[0].strip() if text else "unknown"
+    line = version_line(cmd)
+    return "not found" if line is None else line or "unknown"
 
 
 def _cmake_version(profile: Profile) -> str:

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ from .bases import BasePin, load_base
 from .deps import metal_cpp_dir
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, reports_dir, work_dir
-from .proc import say
+from .proc import run, say
 from .stockwheels import download_wheels
 
 STUBS_DIR = Path(__file__).resolve().parent / "metal_stubs"
@@ -194,7 +193,7 @@ def check_toolchain(clang: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.cpp"
         probe.write_text("#include <optional>\n#include <functional>\nvoid f(void (^b)(void)) { b(); }\n")
-        proc = subprocess.run([clang, *FLAGS, str(probe)], capture_output=True, text=True)
+        proc = run([clang, *FLAGS, probe], step="compile a libc++ probe", check=False)
     if proc.returncode != 0:
         raise MlxForkError(
             f"{clang} cannot compile with -stdlib=libc++ -fblocks: {proc.stderr.strip()[:500]}",
@@ -274,10 +273,8 @@ def json_include() -> Path | None:
 
 def check_file(inputs: CheckInputs, source: Path) -> FileResult:
     started = time.monotonic()
-    proc = subprocess.run(
-        [inputs.clang, *inputs.compile_args(), str(source)],
-        cwd=inputs.tree, capture_output=True, text=True,
-    )
+    proc = run([inputs.clang, *inputs.compile_args(), source], step=f"clang -fsyntax-only {source.name}",
+               cwd=inputs.tree, check=False)
     rel = source.relative_to(inputs.tree).as_posix() if source.is_relative_to(inputs.tree) else str(source)
     return FileResult(rel, proc.returncode == 0, round(time.monotonic() - started, 2),
                       (proc.stdout + proc.stderr).strip())
@@ -303,7 +300,7 @@ def check_tree(inputs: CheckInputs, base: str, *, kind: str, jobs: int = DEFAULT
 
 
 def compiler_version(clang: str) -> str:
-    proc = subprocess.run([clang, "--version"], capture_output=True, text=True)
+    proc = run([clang, "--version"], step="clang --version", check=False)
     first = proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else clang
     return f"{Path(clang).name}: {first}"
 

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import urllib.parse
@@ -64,7 +63,7 @@ from .errors import MlxForkError
 from .git import checkout_head
 from .paths import PRIMARY_BASE, work_dir
 from .profiles import PLATFORMS, Profile, get_profile, host_platform
-from .proc import say
+from .proc import say, version_line
 from .stockwheels import fetch_stock_wheel
 from .tools import cmake_program, find_env_tool, install_command
 
@@ -496,12 +495,8 @@ def install_hint(what: str, macos: bool | None = None) -> str:
 def _tool_version(cmd: list[str]) -> str | None:
     if shutil.which(cmd[0]) is None:
         return None
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = (proc.stdout or proc.stderr).strip().splitlines()
-    return text[0] if text else "present"
+    line = version_line(cmd, timeout=30)
+    return None if line is None else line or "present"
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -141,11 +140,8 @@ def check_unresolved_symbols(wheel: Path, profile: Profile, library_dirs: tuple[
                        n == f"mlx/lib/{profile.library}"
                        or bool(profile.vendored_libs and n.startswith(profile.vendored_libs + "/")))]
             zf.extractall(tmp, members)
-        env = dict(os.environ)
-        if library_dirs:
-            env["LD_LIBRARY_PATH"] = ":".join(str(d) for d in library_dirs)
-        proc = subprocess.run(["ldd", "-r", str(Path(tmp, "mlx", "lib", profile.library))],
-                              capture_output=True, text=True, env=env)
+        env = {"LD_LIBRARY_PATH": ":".join(str(d) for d in library_dirs)} if library_dirs else {}
+        proc = run(["ldd", "-r", Path(tmp, "mlx", "lib", profile.library)], step="ldd -r", env=env, check=False)
     problems = [line.strip() for line in (proc.stdout + proc.stderr).splitlines()
                 if ("undefined symbol" in line or "not found" in line)
                 and not (profile.name == "linux-cuda" and _DRIVER_SYMBOL.search(line))]

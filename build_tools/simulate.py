@@ -231,7 +231,7 @@ def build_library(base: BasePin, label: str, tree: Path, work: Path, *, sanitize
     identical paths, usually has those too). The result is copied to
     <base>/<label>/lib.
     """
-    from .compile import build_lock, ccache_env, sync_tree
+    from .compile import ccache_env, run_with_progress, sync_tree
 
     toolchain = metal_sim.find_toolchain()
     suffix = f"-{sanitize}" if sanitize else ""
@@ -256,11 +256,7 @@ def build_library(base: BasePin, label: str, tree: Path, work: Path, *, sanitize
     if jobs:
         cmd += ["-j", str(jobs)]
     started = time.monotonic()
-    env = {**os.environ, **ccache_env(work)}
-    with (logs / "compile.log").open("a") as fh, build_lock():
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise MlxForkError(f"simulate: compiling {label} failed", hint=f"see {logs / 'compile.log'} (search FAILED:)")
+    run_with_progress(cmd, step=f"simulate: compiling {label}{suffix}", log=logs / "compile.log", env=ccache_env(work))
     say(f"simulate: {label}{suffix} built in {time.monotonic() - started:.0f}s")
     out = root / (label + suffix)
     out_lib = out / "lib"

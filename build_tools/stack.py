@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from .digest import sha256_file
 from .errors import MlxForkError
 from .libmlx_probe import parse_probe, probe_command
 from .paths import PRIMARY_BASE, project_root, wheels_dir
-from .proc import say
+from .proc import run, say
 from .tools import env_tool
 
 if sys.version_info >= (3, 11):
@@ -371,8 +370,8 @@ def runtime_download_url(python_implementation: str) -> str | None:
     code = ("import sys; from pbs_installer import get_download_link; "
             "print(get_download_link(sys.argv[1], implementation='cpython', build_dir=False)[1][0])")
     try:
-        proc = subprocess.run([str(python), "-c", code, version], capture_output=True, text=True, timeout=60)
-    except OSError:
+        proc = run([python, "-c", code, version], step="pbs_installer download link", check=False, timeout=60)
+    except (MlxForkError, OSError):
         return None
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
@@ -380,12 +379,7 @@ def runtime_download_url(python_implementation: str) -> str | None:
 def run_venvstacks(args: list[str], spec_dir: Path, log: Path) -> None:
     cmd = venvstacks_command() + args
     say(f"running {' '.join(['venvstacks', *args])}")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, cwd=spec_dir, stdout=fh, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "COLUMNS": "200"})
+    proc = run(cmd, step=f"venvstacks {args[0]}", cwd=spec_dir, env={"COLUMNS": "200"}, log=log, check=False)
     if proc.returncode != 0:
         text = log.read_text(encoding="utf-8", errors="replace")
         if "pbs_installer" in text and "ConnectError" in text:
@@ -514,7 +508,8 @@ def layer_python(export_dir: Path, plan: LayerPlan) -> Path:
 def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
     """Run the exported framework layer's Python and prove it loads the patched libmlx."""
     python = layer_python(export_dir, plan)
-    proc = subprocess.run(probe_command(python, isolated=False), capture_output=True, text=True, timeout=300)
+    proc = run(probe_command(python, isolated=False), step="import mlx.core in the exported layer", check=False,
+               timeout=300)
     check = LayerCheck()
     if proc.returncode != 0:
         check.problems.append(f"import mlx.core in the exported layer failed (exit {proc.returncode}): "

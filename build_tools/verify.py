@@ -20,7 +20,6 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -64,7 +63,7 @@ def _nm(library: Path, defined: bool) -> dict[str, str]:
         cmd = ["nm", "-g", "-P", str(library)]
     else:
         cmd = ["nm", "-D", "--defined-only" if defined else "--undefined-only", "--format=posix", str(library)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = run(cmd, step=f"nm {library.name}", check=False)
     if proc.returncode != 0:
         raise MlxForkError(f"nm failed on {library}: {proc.stderr.strip()}", hint="install binutils")
     symbols: dict[str, str] = {}
@@ -128,7 +127,7 @@ def abi_diff(stock: dict[str, str] | set[str], patched: dict[str, str] | set[str
 def demangle(symbols: list[str]) -> list[str]:
     if not symbols or shutil.which("c++filt") is None:
         return symbols
-    proc = subprocess.run(["c++filt"], input="\n".join(symbols), capture_output=True, text=True)
+    proc = run(["c++filt"], step="c++filt", check=False, input="\n".join(symbols))
     out = proc.stdout.splitlines()
     return out if len(out) == len(symbols) else symbols
 
@@ -179,17 +178,9 @@ def pip_install(python: Path, requirements: list[str], *, index_url: str | None,
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PIP_") or k in ("PIP_CERT", "PIP_DEFAULT_TIMEOUT")}
     env["PIP_CONFIG_FILE"] = os.devnull
-    argv = cmd + requirements
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as fh:
-            fh.write("$ " + " ".join(argv) + "\n")
-            fh.flush()
-            proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
-        detail = f"see {log}"
-    else:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-        detail = (proc.stdout + proc.stderr).strip()[-1500:]
+    proc = run(cmd + requirements, step="pip install in the fresh venv", env=env, inherit_env=False, log=log,
+               check=False)
+    detail = f"see {log}" if log is not None else (proc.stdout + proc.stderr).strip()[-1500:]
     if proc.returncode != 0:
         raise MlxForkError(f"pip install in the fresh venv failed (exit {proc.returncode})", hint=detail)
 

@@ -10,12 +10,12 @@ passes completion handlers as blocks.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MlxForkError
+from ..proc import run
 
 HERE = Path(__file__).resolve().parent
 INCLUDE_DIR = HERE / "include"
@@ -52,11 +52,8 @@ def find_toolchain() -> Toolchain:
     with tempfile.TemporaryDirectory(prefix="metalsim-probe-") as tmp:
         src = Path(tmp) / "probe.cpp"
         src.write_text(probe)
-        proc = subprocess.run(
-            [cxx, *CXXFLAGS, str(src), "-o", str(Path(tmp) / "probe"), "-lBlocksRuntime"],
-            capture_output=True,
-            text=True,
-        )
+        proc = run([cxx, *CXXFLAGS, src, "-o", Path(tmp) / "probe", "-lBlocksRuntime"],
+                   step="compile a blocks probe", check=False)
     if proc.returncode != 0:
         raise MlxForkError(
             "clang++-19 cannot build a libc++ + blocks program",
@@ -89,7 +86,7 @@ def build_runtime(
         # The sanitizer runtime is linked into the executable, not into shared libraries.
         cmd.remove("-Wl,-z,defs")
         cmd.insert(1, f"-fsanitize={sanitize}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = run(cmd, step="build libmetalsim", check=False)
     if proc.returncode != 0:
         raise MlxForkError("building libmetalsim failed", hint=proc.stderr.strip()[-2000:])
     return lib

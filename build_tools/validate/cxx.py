@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..bases import BasePin
 from ..errors import MlxForkError
-from ..proc import say
+from ..proc import run, say
 from .suite import SuiteRun, TestOutcome
 
 NINJA_TARGET = "tests"
@@ -59,9 +59,8 @@ def build_tests(base: BasePin, tree: Path, work: Path, name: str) -> Path:
 def _up_to_date(build: Path, env: dict[str, str]) -> bool:
     """True when ninja has nothing to do: no need to queue for the shared build lock."""
     try:
-        proc = subprocess.run(["ninja", "-C", str(build), "-n", NINJA_TARGET], capture_output=True, text=True,
-                              env={**os.environ, **env})
-    except FileNotFoundError:
+        proc = run(["ninja", "-C", build, "-n", NINJA_TARGET], step="ninja -n", env=env, check=False)
+    except MlxForkError:  # no ninja
         return False
     return proc.returncode == 0 and "no work to do" in proc.stdout
 
