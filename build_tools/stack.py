@@ -38,6 +38,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from . import wheeldir
 from .bases import load_base
 from .digest import sha256_file
 from .errors import MlxForkError
@@ -107,13 +108,6 @@ def host_platform() -> str:
 
 
 
-def _parse_wheel(path: Path) -> tuple[str, Version, str]:
-    from packaging.utils import parse_wheel_filename
-
-    name, version, _build, _tags = parse_wheel_filename(path.name)
-    return str(canonicalize_name(name)), version, path.name[:-4].split("-")[-1]
-
-
 def read_provenance(wheel: Path) -> dict | None:
     with zipfile.ZipFile(wheel) as zf:
         try:
@@ -123,20 +117,10 @@ def read_provenance(wheel: Path) -> dict | None:
 
 
 def patched_wheels(directory: Path, base_version: str) -> list[PatchedWheel]:
-    """Wheels in `directory` of this MLX version that carry a local label (ours), newest first."""
-    found: list[tuple[float, PatchedWheel]] = []
-    for path in directory.glob("*.whl"):
-        try:
-            dist, version, platform_tag = _parse_wheel(path)
-        except Exception:
-            continue
-        if version.public != base_version or not version.local:
-            continue
-        if dist != FRONTEND and dist not in {d for ds in BACKENDS.values() for d in ds}:
-            continue
-        found.append((path.stat().st_mtime, PatchedWheel(path, dist, version, platform_tag, sha256_file(path))))
-    found.sort(key=lambda item: (-item[0], item[1].path.name))
-    return [wheel for _, wheel in found]
+    """Our wheels (wheeldir.py) in `directory` of this MLX version, frontends and backends, newest first."""
+    known = {FRONTEND, *(d for ds in BACKENDS.values() for d in ds)}
+    return [PatchedWheel(w.path, w.dist, w.version, w.platform_tag, sha256_file(w.path))
+            for w in wheeldir.patched_wheels(directory, base_version) if w.dist in known]
 
 
 def _macos_target(platform_tag: str) -> tuple[int, int]:
@@ -168,10 +152,7 @@ def choose_backend(wheels: list[PatchedWheel], target: str, backend: str | None)
 
 def choose_frontend(wheels: list[PatchedWheel], backend: PatchedWheel) -> PatchedWheel | None:
     """Our frontend wheel with the backend's label (a --full build), if there is one."""
-    for wheel in wheels:
-        if wheel.dist == FRONTEND and wheel.version == backend.version and wheel.target == backend.target:
-            return wheel
-    return None
+    return next((w for w in wheeldir.same_build_frontend(wheels, backend) if w.target == backend.target), None)
 
 
 # ---------------------------------------------------------------- spec

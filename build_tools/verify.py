@@ -33,6 +33,7 @@ from .manifest import Manifest, compare_provenance
 from .paths import wheels_dir, work_dir
 from .proc import run, say
 from .virtualenvs import create_venv
+from .wheeldir import FRONTEND, patched_wheels, wheel_files
 from .wheelfile import wheel_info
 
 @dataclass
@@ -217,7 +218,7 @@ def verify_wheel(
         raise MlxForkError(f"{wheel.name} has version {info.version}, the manifest says {version}")
     result = VerifyResult(wheel.name, version, "")
     # Full packaging publishes its own labelled frontend; an overlay runs under the stock one.
-    own_frontend = any(wheel_dir.glob(f"mlx-{version}-*.whl"))
+    own_frontend = any(w.dist == FRONTEND and str(w.version) == version for w in wheel_files(wheel_dir))
     requirements = [f"mlx=={version if own_frontend else manifest.base_version}", f"{info.name}=={version}"]
     tmp = Path(tempfile.mkdtemp(prefix="mlx-fork-verify-", dir=work_dir() if work_dir().is_dir() else None))
     try:
@@ -328,12 +329,12 @@ def manifest_for(directory: Path, wheel: Path) -> Path:
     return manifest_store(directory) / (wheel.name + ".json")
 
 
-def latest_wheel(directory: Path, dist: str | None = None) -> Path:
-    candidates = [p for p in directory.glob("*.whl") if "+" in p.name
-                  and (dist is None or wheel_info(p).name == dist)]
-    if not candidates:
+def latest_wheel(directory: Path) -> Path:
+    """The newest of our wheels (wheeldir.py) in `directory`."""
+    ours = patched_wheels(directory)
+    if not ours:
         raise MlxForkError(f"no patched wheel in {directory}", hint="mlx-fork build")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    return ours[0].path
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -49,10 +49,14 @@ def test_missing_patched_wheels_are_a_clear_error(tmp_path):
         venvs.find_patched_wheels(tmp_path / "absent", "0.31.1")
 
 
-def test_release_matching_ignores_only_the_local_label():
-    assert venvs._is_release("0.31.1+fork.2", "0.31.1")
-    assert venvs._is_release("0.31.1", "0.31.1")
-    assert not venvs._is_release("0.31.10", "0.31.1")
+def test_ours_are_the_labelled_wheels_of_the_release(tmp_path):
+    from build_tools.wheeldir import patched_wheels
+
+    ours = touch(tmp_path, "mlx_cpu-0.31.1+fork.2-py3-none-manylinux_2_35_x86_64.whl")
+    touch(tmp_path, "mlx_cpu-0.31.1-py3-none-manylinux_2_35_x86_64.whl")  # stock
+    touch(tmp_path, "mlx_cpu-0.31.10+fork.1-py3-none-manylinux_2_35_x86_64.whl")  # another release
+    touch(tmp_path, "not-a-wheel.whl")
+    assert [w.path for w in patched_wheels(tmp_path, "0.31.1")] == [ours]
 
 
 def test_perf_rounds_alternate_which_side_goes_first(monkeypatch):

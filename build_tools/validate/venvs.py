@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import canonicalize_name
+
 from ..digest import sha256_file
 from ..errors import MlxForkError
 from ..libmlx_probe import parse_probe, probe_command
@@ -26,6 +28,7 @@ from ..proc import run, say
 from ..stockwheels import download_wheels
 from ..tools import env_tool
 from ..virtualenvs import create_venv, venv_python
+from ..wheeldir import patched_wheels, same_build_frontend
 
 FRONTEND_DIST = "mlx"
 # The backend wheel a plain install resolves to on this machine: mlx-metal on macOS,
@@ -124,16 +127,6 @@ def side_facts(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 
-def _wheel_version(path: Path) -> str:
-    # {dist}-{version}(-{build})?-{py}-{abi}-{plat}.whl
-    return path.name.split("-")[1]
-
-
-def _is_release(version: str, wanted: str) -> bool:
-    """`0.31.1` and `0.31.1+fork.3` both are release 0.31.1."""
-    return version.split("+", 1)[0] == wanted
-
-
 def _compatible(path: Path) -> bool:
     """Rough platform filter: this interpreter and Linux x86_64/aarch64 or pure wheels."""
     parts = path.name[:-4].split("-")
@@ -160,7 +153,7 @@ def stock_wheel_dir(work: Path, version: str, backend: str = BACKEND_DIST, numpy
 
 
 def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_DIST) -> tuple[Path, Path | None]:
-    """(backend wheel, frontend wheel or None) of release `version` in `wheels` (searched recursively).
+    """(backend wheel, frontend wheel or None): ours (wheeldir.py) of release `version` in `wheels`, searched recursively.
 
     Several builds of one release: the newest file wins (it is what `mlx-fork build` just wrote).
     """
@@ -170,15 +163,8 @@ def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_
             hint="run `mlx-fork build --base B` first, or pass --wheels DIR",
         )
 
-    def pick(dist: str, exact: str | None = None) -> Path | None:
-        found = [
-            p for p in wheels.rglob(f"{dist}-*.whl")
-            if _is_release(_wheel_version(p), version) and _compatible(p)
-            and (exact is None or _wheel_version(p) == exact)
-        ]
-        return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-    backend = pick(backend_name)
+    ours = [w for w in patched_wheels(wheels, version, recursive=True) if _compatible(w.path)]
+    backend = next((w for w in ours if w.dist == canonicalize_name(backend_name)), None)
     if backend is None:
         raise MlxForkError(
             f"no {backend_name} wheel of release {version} for this platform under {wheels}",
@@ -186,8 +172,8 @@ def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_
         )
     # The frontend must come from the same build (full packaging: same version and label);
     # an unlabelled frontend is the stock one mirrored next to an overlay backend.
-    frontend = pick(FRONTEND_DIST, exact=_wheel_version(backend))
-    return backend, frontend
+    frontend = next(iter(same_build_frontend(ours, backend)), None)
+    return backend.path, frontend.path if frontend else None
 
 
 def _requirement_files(stock_dir: Path, version: str, backend: str = BACKEND_DIST,
