@@ -38,7 +38,7 @@ from .paths import PRIMARY_BASE, reports_dir, work_dir
 from .proc import run, say
 from .stockwheels import download_wheels
 
-STUBS_DIR = Path(__file__).resolve().parent / "metal_stubs"
+STUBS_DIR = Path(__file__).resolve().parent / "metal_stubs"  # shared with the simulated runtime (metal_sim)
 METAL_DIR = Path("mlx") / "backend" / "metal"
 # Compiled only when MLX is built without Metal; it defines the same symbols.
 EXCLUDED = frozenset({"no_metal.cpp"})

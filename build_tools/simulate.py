@@ -170,7 +170,7 @@ def plan_units(tree: Path, build: Path, commands: list[dict], metal_cpp: Path,
         raise MlxForkError("compile_commands.json has no mlx/array.cpp: not an MLX CMake build?")
     metal_args = [
         *base_args,
-        f"-I{metal_sim.INCLUDE_DIR}",
+        *metal_sim.INCLUDE_ARGS,
         f"-I{metal_cpp}",
         f'-DMETAL_PATH="{build / "lib" / "mlx.metallib"}"',
         "-Wno-ignored-attributes",
@@ -390,7 +390,7 @@ def build_scenario(lib: SimLibrary, scenario: Scenario, toolchain: metal_sim.Too
     deps = [src, SCENARIO_DIR / "scenario.h", lib.libmlx]
     if out.is_file() and all(out.stat().st_mtime >= d.stat().st_mtime for d in deps):
         return out
-    cmd = [toolchain.cxx, *metal_sim.CXXFLAGS, "-O1", f"-I{lib.tree}", f"-I{metal_sim.INCLUDE_DIR}",
+    cmd = [toolchain.cxx, *metal_sim.CXXFLAGS, "-O1", f"-I{lib.tree}", *metal_sim.INCLUDE_ARGS,
            f"-I{SCENARIO_DIR}", "-DFMT_HEADER_ONLY=1", str(src), "-o", str(out),
            f"-L{lib.lib_dir}", "-lmlx", "-lmetalsim", f"-Wl,-rpath,{lib.lib_dir}", *toolchain.link_flags()]
     if lib.sanitize:

@@ -18,7 +18,11 @@ from ..errors import MlxForkError
 from ..proc import run
 
 HERE = Path(__file__).resolve().parent
-INCLUDE_DIR = HERE / "include"
+INCLUDE_DIR = HERE / "include"  # metal_sim.h: the fake's own control API
+# The stand-in Apple headers are check-metal's (build_tools/metal_stubs/), with the one
+# difference they state (objc/runtime.h: BOOL on x86-64) selected by MLX_FORK_METAL_SIM.
+APPLE_STUBS_DIR = HERE.parent / "metal_stubs"
+INCLUDE_ARGS = (f"-I{INCLUDE_DIR}", f"-I{APPLE_STUBS_DIR}", "-DMLX_FORK_METAL_SIM=1")
 SOURCES = ("runtime.cpp", "foundation.cpp", "metal.cpp", "trampolines.S")
 # Debian packages that provide the toolchain (also installed by .ci).
 APT_PACKAGES = ("clang-19", "libc++-19-dev", "libc++abi-19-dev", "libblocksruntime-dev")
@@ -74,7 +78,7 @@ def build_runtime(
         *CXXFLAGS,
         opt,
         "-shared",
-        f"-I{INCLUDE_DIR}",
+        *INCLUDE_ARGS,
         *[str(HERE / s) for s in SOURCES],
         "-o",
         str(lib),
