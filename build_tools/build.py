@@ -45,8 +45,9 @@ from .installed_headers import full_mode_reasons, installed_headers_touched
 from .manifest import Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
 from .proc import say, version_line
-from .tools import cmake_program
 from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
+from .tools import cmake_program
+
 
 @dataclass
 class BuildOptions:
@@ -214,10 +215,10 @@ def check_host(profile: Profile) -> None:
 def _build(opts: BuildOptions) -> BuildResult:
     from .index import write_index
     from .package import add_provenance, full_wheels, overlay_wheel
-    from .stockwheels import fetch_frontend_wheels, fetch_stock_wheel
     from .patchqueue import apply_series
     from .series import load_series
     from .source import prepare_source
+    from .stockwheels import fetch_frontend_wheels, fetch_stock_wheel
     from .verify import abi_summary, manifest_for, verify_wheel
 
     base, profile, work = opts.base, opts.profile, opts.work
@@ -395,7 +396,7 @@ def _add_platform_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (ninja -j)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "build",
         help="the main job: source -> series -> compile -> package -> verify -> wheels/",

@@ -361,7 +361,7 @@ def write_report(report: CheckReport, out_dir: Path | None = None) -> Path:
 # ---------------------------------------------------------------- CLI
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check-metal",
         help="type-check MLX's Metal backend on Linux (clang -fsyntax-only against stock metal-cpp)",

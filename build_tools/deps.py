@@ -47,23 +47,23 @@ from pathlib import Path
 from .bases import BasePin, Dependency, load_base
 from .cuda_deps import (
     cuda_prefix,
-    linker_flags,
-    stock_vendored_libs,
-    fetch_git_export,
-    fetch_library_wheel,
-    wheel_path,
     cuda_toolkit_root,
     export_dir,
+    fetch_git_export,
+    fetch_library_wheel,
     is_exported,
+    linker_flags,
     nvtx_cpp_version,
     nvtx_shim,
+    stock_vendored_libs,
     toolkit_version,
+    wheel_path,
 )
 from .errors import MlxForkError
 from .git import checkout_head
 from .paths import PRIMARY_BASE, work_dir
-from .profiles import PLATFORMS, Profile, get_profile, host_platform
 from .proc import say, version_line
+from .profiles import PLATFORMS, Profile, get_profile, host_platform
 from .stockwheels import fetch_stock_wheel
 from .tools import cmake_program, find_env_tool, install_command
 
@@ -128,7 +128,7 @@ def find_json_include() -> tuple[Path, str] | None:
 
 
 def _json_version(nlohmann: Path) -> str:
-    parts = {}
+    parts: dict[str, str] = {}
     for name in ("detail/abi_macros.hpp", "json.hpp"):
         path = nlohmann / name
         if not path.is_file():
@@ -623,7 +623,7 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
     return checks
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "doctor",
         help="check the toolchain and offline dependencies; print install commands for what is missing",
@@ -637,7 +637,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_fetch(sub)
 
 
-def _register_fetch(sub: argparse._SubParsersAction) -> None:
+def _register_fetch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "deps",
         help="fetch a base's pinned dependencies for a platform into the download cache (offline builds)",

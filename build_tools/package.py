@@ -446,7 +446,8 @@ def read_member_bytes(wheel: Path, name: str) -> bytes:
 
 def _repair_full(wheel: Path, which: str, profile: Profile, out_dir: Path, python: Path, log: Path) -> Path:
     if profile.platform_tag.startswith("manylinux"):
-        cmd = [python.parent / "auditwheel", "repair", "--plat", profile.platform_tag, "-w", out_dir, wheel]
+        cmd: list[str | Path] = [python.parent / "auditwheel", "repair", "--plat", profile.platform_tag, "-w", out_dir,
+                                 wheel]
         if which == "frontend":
             cmd += ["--exclude", "libmlx.so"]  # the backend wheel provides it
         run(cmd, step=f"auditwheel repair ({which})", env={"PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"},
@@ -466,7 +467,7 @@ def _repair_full(wheel: Path, which: str, profile: Profile, out_dir: Path, pytho
 # ---------------------------------------------------------------- CLI
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "package",
         help="package a built libmlx as an overlay wheel of the stock backend wheel",

@@ -16,7 +16,7 @@ from .series import lint_series_dir, load_series
 from .source import prepare_source
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     patches = sub.add_parser("patches", help="lint, status, apply, rebase or export the patch series")
     cmds = patches.add_subparsers(dest="patches_command", metavar="ACTION")
     cmds.required = True

@@ -30,6 +30,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import metal_sim
 from .bases import BasePin, load_base
@@ -76,7 +77,7 @@ class SimLibrary:
 
 
 def _configure_cpu(base: BasePin, tree: Path, build: Path, work: Path, toolchain: metal_sim.Toolchain,
-                   log: Path) -> list[dict]:
+                   log: Path) -> list[dict[str, Any]]:
     """MLX's CMake for Linux CPU with clang/libc++; returns compile_commands.json."""
     from .compile import ccache_env
     from .deps import DepsRequest, provision
@@ -114,7 +115,8 @@ def _configure_cpu(base: BasePin, tree: Path, build: Path, work: Path, toolchain
     if generated:
         run(["ninja", "-C", cmake_dir, *[os.path.relpath(g, cmake_dir) for g in generated]],
             step="simulate: generate sources", log=log)
-    return json.loads((cmake_dir / "compile_commands.json").read_text())
+    commands: list[dict[str, Any]] = json.loads((cmake_dir / "compile_commands.json").read_text())
+    return commands
 
 
 def _strip_output_args(argv: list[str]) -> list[str]:
@@ -147,7 +149,7 @@ def _jit_stub(tree: Path, dest: Path) -> Path:
     return dest
 
 
-def plan_units(tree: Path, build: Path, commands: list[dict], metal_cpp: Path,
+def plan_units(tree: Path, build: Path, commands: list[dict[str, Any]], metal_cpp: Path,
                sanitize: str | None) -> tuple[list[CompileUnit], list[str]]:
     """Compile units of core + CPU + Metal; returns them and the link libraries of libmlx."""
     tree = tree.resolve()
@@ -473,7 +475,7 @@ class Cell:
     def verdict(self) -> str:
         return "red" if self.failures else "green"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         lo, hi = wilson(self.failures, self.runs)
         return {**asdict(self), "verdict": self.verdict, "failure_rate": self.failures / max(self.runs, 1),
                 "wilson95": [round(lo, 4), round(hi, 4)]}
@@ -513,14 +515,14 @@ LIMITS = (
 )
 
 
-def patch_verdicts(rows: list[dict], scenarios: list[Scenario], patch_names: list[str]) -> dict[str, dict]:
+def patch_verdicts(rows: list[dict[str, Any]], scenarios: list[Scenario], patch_names: list[str]) -> dict[str, dict[str, Any]]:
     """Per patch: the scenarios that judge it and whether it earned rung 3 (`simulated`).
 
     Earned only when every scenario judging it ran on both trees, and at least one
     is red on pristine and all are green on patched.
     """
     by_name = {r["scenario"]: r for r in rows}
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in patch_names:
         judged = [s for s in scenarios if any(slug in name for slug in s.patches)]
         results = {}
@@ -540,9 +542,9 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     by = {(c.scenario, c.tree): c for c in cells}
     tree_names = list(dict.fromkeys(c.tree for c in cells))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in scenarios:
-        row = {"scenario": s.name, "fix": s.fix, "summary": s.summary, "env": s.env, "cells": {}}
+        row: dict[str, Any] = {"scenario": s.name, "fix": s.fix, "summary": s.summary, "env": s.env, "cells": {}}
         for t in tree_names:
             if (s.name, t) in by:
                 row["cells"][t] = by[(s.name, t)].to_json()
@@ -696,7 +698,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "simulate",
         help="run the Metal lifecycle scenarios on Linux against the simulated Metal runtime",

@@ -170,7 +170,7 @@ def extract_archive(archive: Path, prefix: str, dest: Path) -> str:
     return f"archive {archive.name}"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "source",
         help="make a verified pristine copy of a pinned MLX tree",

@@ -34,6 +34,7 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -108,12 +109,13 @@ def host_platform() -> str:
 
 
 
-def read_provenance(wheel: Path) -> dict | None:
+def read_provenance(wheel: Path) -> dict[str, Any] | None:
     with zipfile.ZipFile(wheel) as zf:
         try:
-            return json.loads(zf.read(PROVENANCE))
+            provenance: dict[str, Any] = json.loads(zf.read(PROVENANCE))
         except KeyError:
             return None
+    return provenance
 
 
 def patched_wheels(directory: Path, base_version: str) -> list[PatchedWheel]:
@@ -209,7 +211,7 @@ def plan_layer(
     target: str | None = None,
     backend: str | None = None,
     python_implementation: str | None = None,
-    existing: dict | None = None,
+    existing: dict[str, Any] | None = None,
 ) -> LayerPlan:
     pin = load_base(base)
     found = patched_wheels(wheels, pin.version)
@@ -236,7 +238,7 @@ def plan_layer(
     )
 
 
-def merge_spec(existing: dict, plan: LayerPlan) -> dict:
+def merge_spec(existing: dict[str, Any], plan: LayerPlan) -> dict[str, Any]:
     """`existing` with our runtime and framework layer added or replaced; other layers kept."""
     spec = {key: list(value) if isinstance(value, list) else value for key, value in existing.items()}
     runtimes = [dict(rt) for rt in spec.get("runtimes", [])]
@@ -278,7 +280,7 @@ def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
-def dump_spec(spec: dict, plan: LayerPlan, wheels_rel: str) -> str:
+def dump_spec(spec: dict[str, Any], plan: LayerPlan, wheels_rel: str) -> str:
     """TOML text: plain keys first, then [[runtimes]], [[frameworks]], [[applications]] (and any other arrays of tables)."""
     lines = [
         GENERATED_BY.format(layer=plan.layer),
@@ -292,7 +294,7 @@ def dump_spec(spec: dict, plan: LayerPlan, wheels_rel: str) -> str:
     for key, value in spec.items():
         if key not in tables:
             lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    ordered = [k for k in ("runtimes", "frameworks", "applications") if k in tables]
+    ordered: list[str] = [k for k in ("runtimes", "frameworks", "applications") if k in tables]
     ordered += [k for k in tables if k not in ordered]
     for key in ordered:
         for table in tables[key]:
@@ -303,8 +305,8 @@ def dump_spec(spec: dict, plan: LayerPlan, wheels_rel: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_spec(spec_path: Path, plan: LayerPlan, wheels: Path) -> dict:
-    existing: dict = {}
+def write_spec(spec_path: Path, plan: LayerPlan, wheels: Path) -> dict[str, Any]:
+    existing: dict[str, Any] = {}
     if spec_path.is_file():
         try:
             existing = tomllib.loads(spec_path.read_text(encoding="utf-8"))
@@ -469,7 +471,7 @@ def check_lock(spec_dir: Path, plan: LayerPlan) -> list[str]:
 
 @dataclass
 class LayerCheck:
-    probe: dict = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -523,7 +525,7 @@ def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
 
 # ---------------------------------------------------------------- CLI
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "stack",
         help="write/update a venvstacks framework layer with the patched wheels; optionally lock, build, export, check",

@@ -36,6 +36,7 @@ from .virtualenvs import create_venv
 from .wheeldir import FRONTEND, patched_wheels, wheel_files
 from .wheelfile import wheel_info
 
+
 @dataclass
 class VerifyResult:
     wheel: str
@@ -337,7 +338,7 @@ def latest_wheel(directory: Path) -> Path:
     return ours[0].path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "verify",
         help="install a patched wheel in a fresh venv as a user would and prove it is the one loaded",
@@ -357,8 +358,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .bases import load_base
-    from .stockwheels import fetch_stock_wheel
     from .profiles import get_profile
+    from .stockwheels import fetch_stock_wheel
 
     directory = (args.dir or wheels_dir()).resolve()
     wheel = (args.wheel or latest_wheel(directory)).resolve()

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .stats import wilson
 
@@ -246,7 +247,7 @@ class ClassTally:
     crash_class: str
     side: str
     counts: dict[str, int] = field(default_factory=lambda: {o: 0 for o in OUTCOMES})
-    examples: dict[str, dict] = field(default_factory=dict)  # first run of each outcome
+    examples: dict[str, dict[str, Any]] = field(default_factory=dict)  # first run of each outcome
     acceptable: tuple[str, ...] = (OK,)
 
     @property
@@ -272,7 +273,7 @@ class ClassTally:
         if result.outcome not in self.examples:
             self.examples[result.outcome] = asdict(result)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         k, n, lo, hi = self.rate()
         return {
             "scenario": self.scenario,
@@ -289,7 +290,7 @@ class ClassTally:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> ClassTally:
+    def from_json(cls, data: dict[str, Any]) -> ClassTally:
         counts = {o: 0 for o in OUTCOMES}
         counts.update({str(k): int(v) for k, v in data["counts"].items()})
         return cls(

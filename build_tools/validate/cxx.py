@@ -21,6 +21,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from ..bases import BasePin
 from ..errors import MlxForkError
@@ -104,7 +105,7 @@ CAPABILITY_FILTERS: dict[str, tuple[str, str]] = {
 }
 
 
-def capability_excludes(probes: dict[str, dict]) -> dict[str, str]:
+def capability_excludes(probes: dict[str, dict[str, Any]]) -> dict[str, str]:
     """doctest name filter -> reason, for capabilities missing on any side; excluded on both sides alike."""
     out: dict[str, str] = {}
     for key, (pattern, reason) in CAPABILITY_FILTERS.items():

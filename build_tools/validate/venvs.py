@@ -86,7 +86,7 @@ class Side:
     python: Path  # the venv's interpreter (never resolved: that would leave the venv)
     venv: Path
     wheels: tuple[str, ...]  # wheel file names installed
-    probe: dict = field(default_factory=dict)  # what the interpreter reports (see side_facts)
+    probe: dict[str, Any] = field(default_factory=dict)  # what the interpreter reports (see side_facts)
 
     @property
     def mlx_version(self) -> str:
@@ -96,7 +96,7 @@ class Side:
     def libmlx_sha256(self) -> str:
         return str(self.probe.get("libmlx_sha256", ""))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["python"] = str(self.python)
         data["venv"] = str(self.venv)

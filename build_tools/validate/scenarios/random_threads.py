@@ -15,7 +15,7 @@ THREADS = 8
 ITERS = 50
 
 
-def body():
+def body() -> None:
     barrier = threading.Barrier(THREADS)
     bad: list[str] = []
     errors: list[str] = []
