@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 from build_tools.bases import load_base  # noqa: E402
 from build_tools.compile import build_lock, cmake_args_for  # noqa: E402
 from build_tools.deps import provision  # noqa: E402
-from build_tools.proc import run  # noqa: E402
 from build_tools.git import git  # noqa: E402
 from build_tools.paths import work_dir  # noqa: E402
+from build_tools.proc import run  # noqa: E402
 from build_tools.profiles import get_profile  # noqa: E402
 from build_tools.source import prepare_source  # noqa: E402
 

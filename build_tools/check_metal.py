@@ -22,6 +22,7 @@ and Metal shading-language sources, and anything at run time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -234,10 +235,8 @@ def fmt_headers(base: BasePin, work: Path) -> tuple[Path | None, str]:
         return include, f"fmt {version} headers (PyPI cmeel-fmt=={version})"
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        try:
+        with contextlib.suppress(MlxForkError):  # judged below: no wheel
             download_wheels([f"cmeel-fmt=={version}"], Path(tmp))
-        except MlxForkError:
-            pass  # judged below: no wheel
         wheels = sorted(Path(tmp).glob("cmeel_fmt-*.whl"))
         if not wheels:
             say(f"warning: could not download cmeel-fmt=={version}; checking against the system fmt")

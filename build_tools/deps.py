@@ -574,8 +574,9 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
         checks.append(Check("Metal compiler", metal is not None, metal or "xcrun cannot find metal",
                             "xcodebuild -downloadComponent MetalToolchain"))
     else:
-        blas = any(Path(d, "libblas.so").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"))
-        lapack = any(Path(d, "liblapack.so").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"))
+        lib_dirs = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib")
+        blas = any(Path(d, "libblas.so").exists() for d in lib_dirs)
+        lapack = any(Path(d, "liblapack.so").exists() for d in lib_dirs)
         lapacke = any(root.joinpath("lapacke.h").is_file() for root in INCLUDE_ROOTS) or any(
             root.joinpath("x86_64-linux-gnu", "lapacke.h").is_file() for root in INCLUDE_ROOTS)
         checks.append(Check("BLAS/LAPACK (+LAPACKE headers)", blas and lapack and lapacke,

@@ -113,11 +113,11 @@ class Manifest:
         tmp.replace(path)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         return cls(inputs=data["inputs"], outputs=data.get("outputs", {}), info=data.get("info", {}))
 
     @classmethod
-    def read(cls, path: Path) -> "Manifest":
+    def read(cls, path: Path) -> Manifest:
         return cls.from_json(json.loads(path.read_text()))
 
 

@@ -336,7 +336,8 @@ def full_build_python(work: Path) -> Path:
     env_dir = work / "tools" / f"setup-py{sys.version_info.major}{sys.version_info.minor}"
     python = venv_python(env_dir)
     stamp = env_dir / "mlx-fork-ready"
-    wanted = list(FULL_BUILD_REQUIREMENTS) + (list(FULL_BUILD_REQUIREMENTS_LINUX) if sys.platform.startswith("linux") else ["delocate"])
+    platform_tools = list(FULL_BUILD_REQUIREMENTS_LINUX) if sys.platform.startswith("linux") else ["delocate"]
+    wanted = list(FULL_BUILD_REQUIREMENTS) + platform_tools
     if stamp.is_file() and stamp.read_text() == "\n".join(wanted):
         return python
     say(f"full packaging: preparing the setup.py build environment {env_dir}")

@@ -661,7 +661,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             trees.append(("patched", path, desc))
     if args.ablation:
         planted_root = work / "metal-sim" / base.name / "trees"
-        for label, path, desc in list(trees):
+        for label, path, _ in list(trees):
             dest = plant_no_capture(path, planted_root / f"{label}-nocapture")
             trees.append((f"{label}-nocapture", dest,
                           f"{label} with the planted bug: metal/eval.cpp no longer keeps input buffers alive"))

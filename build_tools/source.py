@@ -191,6 +191,7 @@ def _cmd_source(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(pristine.to_json(), indent=2))
     else:
-        say(f"{base.tag}: verified commit {pristine.commit[:12]}, tree {pristine.tree[:12]}, {pristine.files} files ({pristine.origin})")
+        say(f"{base.tag}: verified commit {pristine.commit[:12]}, tree {pristine.tree[:12]}, "
+            f"{pristine.files} files ({pristine.origin})")
         print(pristine.path)
     return 0

@@ -104,7 +104,8 @@ def host_platform() -> str:
         return "macosx_arm64"
     if sys.platform.startswith("linux") and machine in ("x86_64", "aarch64"):
         return f"linux_{machine}"
-    raise MlxForkError(f"venvstacks layers with MLX are made on Linux x86_64/aarch64 or macOS arm64, not {sys.platform}/{machine}")
+    raise MlxForkError("venvstacks layers with MLX are made on Linux x86_64/aarch64 or macOS arm64, "
+                       f"not {sys.platform}/{machine}")
 
 
 
@@ -584,7 +585,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     problems = check_lock(spec_dir, plan)
     if problems:
         raise MlxForkError("the layer lock does not pin the patched wheels by their hashes:\n  " + "\n  ".join(problems))
-    say(f"lock {lock_file(spec_dir, plan).relative_to(spec_dir)} pins {plan.backend.path.name} by sha256 {plan.backend.sha256[:16]}...")
+    say(f"lock {lock_file(spec_dir, plan).relative_to(spec_dir)} pins {plan.backend.path.name} "
+        f"by sha256 {plan.backend.sha256[:16]}...")
     if not build:
         return 0
     run_venvstacks(["build", SPEC_NAME, *index_args], spec_dir, log)

@@ -43,7 +43,7 @@ class VerifyResult:
     version: str
     loaded_library: str
     checks: list[str] = field(default_factory=list)  # what was proven, one line each
-    abi: "AbiReport | None" = None
+    abi: AbiReport | None = None
 
 
 # ---------------------------------------------------------------- ABI gate
@@ -110,7 +110,7 @@ def abi_diff(stock: dict[str, str] | set[str], patched: dict[str, str] | set[str
     A removed symbol fails unless it is weak/unique (and the stock frontend does
     not import it), or belongs to a dependency the build disabled on purpose.
     """
-    stock_kinds = stock if isinstance(stock, dict) else {name: "T" for name in stock}
+    stock_kinds = stock if isinstance(stock, dict) else dict.fromkeys(stock, "T")
     imported = imported or set()
     patterns = [re.compile(CONFIGURED_AWAY[name]) for name in (configured_away or []) if name in CONFIGURED_AWAY]
     removed, weak, configured = [], [], []
@@ -137,7 +137,7 @@ def demangle(symbols: list[str]) -> list[str]:
 def frontend_module(frontend_wheel: Path) -> str | None:
     with zipfile.ZipFile(frontend_wheel) as zf:
         for name in zf.namelist():
-            if name.startswith("mlx/core.") and (name.endswith(".so") or name.endswith(".pyd")):
+            if name.startswith("mlx/core.") and name.endswith((".so", ".pyd")):
                 return name
     return None
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Upstream
 
 from build_tools import build as build_mod
 from build_tools import compile as compile_mod
@@ -16,7 +17,6 @@ from build_tools.cli import main, make_parser
 from build_tools.errors import MlxForkError
 from build_tools.manifest import Manifest, compare_provenance, make_label, normalize_cmake_args
 from build_tools.profiles import MACOS_TARGETS, get_profile
-from conftest import Upstream
 
 LABEL = re.compile(r"^fork\.\d+\.h[0-9a-f]{10}$")
 
@@ -196,7 +196,8 @@ def test_ninja_progress_and_success(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_compile_tree_refuses_a_missing_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = tmp_path / "bin"
-    _fake_tool(bin_dir, "cmake", 'while [ $# -gt 0 ]; do if [ "$1" = -B ]; then mkdir -p "$2"; touch "$2/build.ninja"; fi; shift; done\n')
+    _fake_tool(bin_dir, "cmake",
+               'while [ $# -gt 0 ]; do if [ "$1" = -B ]; then mkdir -p "$2"; touch "$2/build.ninja"; fi; shift; done\n')
     _fake_tool(bin_dir, "ninja", 'echo "[1/1] Linking CXX static library libmlx.a"\n')
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     (tmp_path / "src").mkdir()
@@ -280,10 +281,12 @@ def test_every_linux_stock_backend_is_pinned(base_name: str, platform_name: str,
 
 
 def test_a_slot_takes_one_build_at_a_time(tmp_path: Path) -> None:
-    with build_mod.slot_lock(tmp_path / "slot"):
-        with pytest.raises(MlxForkError, match="another mlx-fork build is using"):
-            with build_mod.slot_lock(tmp_path / "slot"):
-                pass
+    with (
+        build_mod.slot_lock(tmp_path / "slot"),
+        pytest.raises(MlxForkError, match="another mlx-fork build is using"),
+        build_mod.slot_lock(tmp_path / "slot"),
+    ):
+        pass
     with build_mod.slot_lock(tmp_path / "slot"):  # released again
         pass
 
@@ -310,7 +313,8 @@ def test_compile_command_runs_configure_and_ninja_on_a_patched_tree(
     calls = tmp_path / "calls"
     _fake_tool(bin_dir, "cmake", f'echo "cmake $@" >> {calls}\nwhile [ $# -gt 0 ]; do if [ "$1" = -B ]; then '
                'mkdir -p "$2"; touch "$2/build.ninja"; fi; shift; done\n')
-    _fake_tool(bin_dir, "ninja", f'echo "ninja $@" >> {calls}\ntouch "$2/libmlx.so"\necho "[1/1] Linking CXX shared library libmlx.so"\n')
+    _fake_tool(bin_dir, "ninja",
+               f'echo "ninja $@" >> {calls}\ntouch "$2/libmlx.so"\necho "[1/1] Linking CXX shared library libmlx.so"\n')
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("MLX_FORK_WORK", str(tmp_path / "work"))
     monkeypatch.delenv("MLX_FORK_BUILD_LOCK", raising=False)

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_package import make_wheel
 
 from build_tools import build as build_mod
 from build_tools import package, patchqueue, source, stockwheels, verify
@@ -19,8 +20,6 @@ from build_tools.deps import Provisioned
 from build_tools.errors import MlxForkError
 from build_tools.profiles import get_profile
 from build_tools.wheelfile import rewrite_wheel
-
-from test_package import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,13 +15,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from stockwheels import stock_wheel
 
 from build_tools import deps, package, stockwheels
 from build_tools.manifest import Manifest
 from build_tools.profiles import MACOS_TARGETS, get_profile
 from build_tools.wheelfile import check_record, metadata_field, wheel_info, wheel_tags
-
-from stockwheels import stock_wheel
 
 pytestmark = pytest.mark.network
 

@@ -36,9 +36,9 @@ else:  # pragma: no cover
 from packaging.tags import sys_tags
 
 from build_tools import stack, tools
+from build_tools.errors import MlxForkError
 from build_tools.libmlx_probe import parse_probe, probe_command
 from build_tools.virtualenvs import create_venv
-from build_tools.errors import MlxForkError
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "fork.2.h0123456789"
@@ -348,4 +348,5 @@ def test_export_loads_the_patched_libmlx(tmp_path: Path, use_venvstacks: Path) -
     assert rc == 0
     check = stack.check_exported_layer(tmp_path / "export", plan)
     assert check.ok, check.problems
-    assert Version(check.probe["version"]) == plan.backend.version and check.probe["version"].endswith(".0+" + plan.backend.version.local)
+    assert Version(check.probe["version"]) == plan.backend.version
+    assert check.probe["version"].endswith(".0+" + plan.backend.version.local)

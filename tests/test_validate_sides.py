@@ -43,7 +43,7 @@ def test_a_patched_frontend_is_used_when_present(tmp_path):
 
 
 def test_missing_patched_wheels_are_a_clear_error(tmp_path):
-    with pytest.raises(MlxForkError, match="no mlx_cpu wheel of release 0.31.1"):
+    with pytest.raises(MlxForkError, match=r"no mlx_cpu wheel of release 0.31.1"):
         venvs.find_patched_wheels(tmp_path, "0.31.1")
     with pytest.raises(MlxForkError, match="no wheel directory"):
         venvs.find_patched_wheels(tmp_path / "absent", "0.31.1")

@@ -141,7 +141,8 @@ def build_document(summary: dict[str, Any]) -> tuple[str, list[Section]]:
         ["crash", g.get("crash", "-"), "no crash class green on stock turns red on patched"],
         ["parity", g.get("parity", "-"), "no upstream test passing on stock fails/errors on patched; same skips"],
         ["checks", g.get("checks", "-"), "no backported check passing on stock fails on patched"],
-        ["perf", g.get("perf", "-"), "single-thread patched/stock median CPU-time ratios within 0.98-1.02 (slower is waived when a patch documents a Cost); "
+        ["perf", g.get("perf", "-"), "single-thread patched/stock median CPU-time ratios within 0.98-1.02 "
+         "(slower is waived when a patch documents a Cost); "
          "inconclusive when the round-to-round spread is wider than the effect"],
         ["cxx", g.get("cxx", "-"), "upstream C++ doctest suite"],
     ], [_cls(g.get(k)) for k in ("crash", "parity", "checks", "perf", "cxx")]))
@@ -485,7 +486,7 @@ def write_plots(summary: dict[str, Any], out_dir: Path) -> tuple[set[str], str]:
             xs: list[float] = []
             ys: list[float] = []
             errs: list[list[float]] = [[], []]
-            for i, (s, st, pt) in enumerate(pairs):
+            for i, (_, st, pt) in enumerate(pairs):
                 t = st if side == "stock" else pt
                 rate = t["bad_rate"] or 0.0
                 xs.append(i + (j - 0.5) * width)
