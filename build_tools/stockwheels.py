@@ -94,6 +94,24 @@ def fetch_stock_wheel(base: BasePin, profile: Profile, work: Path | None = None)
     return path
 
 
+def host_stock_wheels(work: Path, version: str, backend: str, numpy: bool = True) -> Path:
+    """The stock `mlx` and `backend` wheels of `version` for this machine and interpreter, and numpy, downloaded once.
+
+    validate installs them into its stock side (and the stock frontend into the patched side).
+    """
+    dest = work / "stock-wheels" / version
+    want = [f"mlx-{version}-", f"{backend}-{version}-"] + (["numpy-"] if numpy else [])
+    have = [p.name for p in dest.glob("*.whl")] if dest.is_dir() else []
+    if all(any(n.startswith(w) for n in have) for w in want):
+        return dest
+    requirement = backend.replace("_", "-")
+    say(f"downloading stock mlx=={version} {requirement}=={version} and numpy from PyPI into {dest}")
+    dest.mkdir(parents=True, exist_ok=True)
+    download_wheels([f"mlx=={version}", f"{requirement}=={version}", "numpy<3"], dest,
+                    step="download stock wheels", log=work / "logs" / "stock-download.log")
+    return dest
+
+
 def fetch_frontend_wheels(base: BasePin, profile: Profile, work: Path | None = None,
                           pythons: tuple[str, ...] = FRONTEND_PYTHONS) -> list[Path]:
     """Stock `mlx` frontend wheels (one per Python), so wheels/ works as a self-contained index."""

@@ -33,7 +33,7 @@ from .manifest import Manifest, compare_provenance
 from .paths import wheels_dir, work_dir
 from .proc import run, say
 from .virtualenvs import create_venv
-from .wheeldir import FRONTEND, patched_wheels, wheel_files
+from .wheeldir import frontend_for_this_python, frontends, patched_wheels
 from .wheelfile import wheel_info
 
 
@@ -219,7 +219,7 @@ def verify_wheel(
         raise MlxForkError(f"{wheel.name} has version {info.version}, the manifest says {version}")
     result = VerifyResult(wheel.name, version, "")
     # Full packaging publishes its own labelled frontend; an overlay runs under the stock one.
-    own_frontend = any(w.dist == FRONTEND and str(w.version) == version for w in wheel_files(wheel_dir))
+    own_frontend = any(frontends(wheel_dir, version))
     requirements = [f"mlx=={version if own_frontend else manifest.base_version}", f"{info.name}=={version}"]
     tmp = Path(tempfile.mkdtemp(prefix="mlx-fork-verify-", dir=work_dir() if work_dir().is_dir() else None))
     try:
@@ -231,7 +231,7 @@ def verify_wheel(
             if not (simple / "index.html").is_file():
                 raise MlxForkError(f"{simple} has no index", hint="mlx-fork index")
             # The frontend comes from the index too when it was mirrored there; else PyPI.
-            has_frontend = any(wheel_dir.glob(f"mlx-{manifest.base_version}-*.whl"))
+            has_frontend = any(frontends(wheel_dir, manifest.base_version))
             pip_install(python, requirements, index_url=simple.resolve().as_uri(), find_links=[], log=log,
                         extra_index=not has_frontend)
         elif via == "find-links":
@@ -269,7 +269,7 @@ def verify_wheel(
         else:
             result.checks.append(f"computation ran on {found['default_device']}")
         if stock_wheel is not None:
-            frontend = frontend_wheel or host_frontend_wheel(wheel_dir, version if own_frontend
+            frontend = frontend_wheel or frontend_for_this_python(wheel_dir, version if own_frontend
                                                              else manifest.base_version)
             report = abi_gate(stock_wheel, wheel, library, frontend, configured_away)
             result.abi = report
@@ -301,13 +301,6 @@ def verify_wheel(
 
 
 # ---------------------------------------------------------------- CLI
-
-
-def host_frontend_wheel(directory: Path, version: str) -> Path | None:
-    """The stock `mlx` frontend wheel for this Python in `directory`, if mirrored there."""
-    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
-    found = sorted(directory.glob(f"mlx-{version}-{tag}-*.whl"))
-    return found[0] if found else None
 
 
 def abi_summary(report: AbiReport) -> str:

@@ -9,6 +9,7 @@ label included.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,18 @@ def patched_wheels(directory: Path, release: str | None = None, *, recursive: bo
     """Our wheels in `directory`, of MLX `release` (e.g. 0.31.1) if given, newest first."""
     return [w for w in wheel_files(directory, recursive=recursive)
             if w.patched and (release is None or w.version.public == release)]
+
+
+def frontends(directory: Path, version: str) -> list[WheelFile]:
+    """The `mlx` frontend wheels of exactly `version` (label included) in `directory`, any Python."""
+    return [w for w in wheel_files(directory) if w.dist == FRONTEND and str(w.version) == version]
+
+
+def frontend_for_this_python(directory: Path, version: str) -> Path | None:
+    """The `mlx` frontend wheel of `version` for the running Python (cpXY) in `directory`, if there is one."""
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    found = sorted(w.path for w in frontends(directory, version) if w.python_tag == tag)
+    return found[0] if found else None
 
 
 class NamedWheel(Protocol):

@@ -25,7 +25,7 @@ from ..digest import sha256_file
 from ..errors import MlxForkError
 from ..libmlx_probe import parse_probe, probe_command
 from ..proc import run, say
-from ..stockwheels import download_wheels
+from ..stockwheels import host_stock_wheels
 from ..tools import env_tool
 from ..virtualenvs import create_venv, venv_python
 from ..wheeldir import patched_wheels, same_build_frontend
@@ -135,21 +135,6 @@ def _compatible(path: Path) -> bool:
     if py not in (cp, "py3"):
         return False
     return plat == "any" or platform.machine() in plat
-
-
-def stock_wheel_dir(work: Path, version: str, backend: str = BACKEND_DIST, numpy: bool = True) -> Path:
-    """Download (once) the stock wheels and the shared numpy into the work dir."""
-    dest = work / "stock-wheels" / version
-    want = [f"{FRONTEND_DIST}-{version}-", f"{backend}-{version}-"] + (["numpy-"] if numpy else [])
-    have = [p.name for p in dest.glob("*.whl")] if dest.is_dir() else []
-    if all(any(n.startswith(w) for n in have) for w in want):
-        return dest
-    requirement = backend.replace("_", "-")
-    say(f"downloading stock mlx=={version} {requirement}=={version} and numpy from PyPI into {dest}")
-    dest.mkdir(parents=True, exist_ok=True)
-    download_wheels([f"mlx=={version}", f"{requirement}=={version}", "numpy<3"], dest,
-                    step="download stock wheels", log=work / "logs" / "stock-download.log")
-    return dest
 
 
 def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_DIST) -> tuple[Path, Path | None]:
@@ -265,7 +250,7 @@ def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = F
     notes: list[str] = []
     backend_name = backend_dist(platform_name)
     with_numpy = cuda_site is None  # else numpy comes from that environment, the same for both sides
-    stock_dir = stock_wheel_dir(work, version, backend_name, numpy=with_numpy)
+    stock_dir = host_stock_wheels(work, version, backend_name, numpy=with_numpy)
     frontend, backend, numpy = _requirement_files(stock_dir, version, backend_name, numpy=with_numpy)
     check_pins([frontend, backend], pins or {})
     extra = [numpy] if numpy is not None else []
