@@ -22,6 +22,14 @@ def git(repo: Path, *args: str, check: bool = True, env: Mapping[str, str] | Non
     return proc
 
 
+def git_in(git_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`git --git-dir git_dir args...`: a repository's git directory (bare or a checkout's .git), no work tree."""
+    proc = run(["git", "--git-dir", str(git_dir), *args], step=f"git {args[0]}", check=False)
+    if check and proc.returncode != 0:
+        raise MlxForkError(f"git {' '.join(args)} failed in {git_dir}: {proc.stderr.strip()}")
+    return proc
+
+
 def git_output(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
     """What `git -C repo args...` prints, stripped; MlxForkError if it fails."""
     return git(repo, *args, env=env).stdout.strip()
