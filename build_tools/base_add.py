@@ -32,11 +32,11 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import MlxForkError
-from .package import FRONTEND_PYTHONS
 from .paths import patches_dir
 from .proc import run, say
 from .profiles import MACOS_TARGETS, PLATFORMS
 from .pypi import DEFAULT_PYPI, DistFile, PackageIndex, PyPI, RecordingIndex, requires_dist
+from .stockwheels import FRONTEND_PYTHONS
 
 TAG = re.compile(r"^v(\d+\.\d+\.\d+)$")
 ALL_PLATFORMS: tuple[str, ...] = tuple(sorted(PLATFORMS))  # a declaration no condition limits
@@ -803,7 +803,7 @@ def render(base: NewBase) -> str:
 # ---------------------------------------------------------------- command line
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("base", help="pinned upstream bases (patches/<base>/base.toml)",
                             description="Pinned upstream bases.")
     cmds = parser.add_subparsers(dest="base_command", metavar="SUBCOMMAND")
