@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from build_tools.bases import load_base  # noqa: E402
-from build_tools.build import build_lock, cmake_args_for  # noqa: E402
+from build_tools.compile import build_lock, cmake_args_for  # noqa: E402
 from build_tools.deps import provision  # noqa: E402
+from build_tools.git import git  # noqa: E402
 from build_tools.paths import work_dir  # noqa: E402
+from build_tools.proc import run  # noqa: E402
 from build_tools.profiles import get_profile  # noqa: E402
 from build_tools.source import prepare_source  # noqa: E402
 
@@ -44,7 +45,7 @@ EDIT_FILE = "mlx/backend/cpu/encoder.cpp"
 def timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> float:
     """Wall time of `cmd`, minus the time an `mlx-fork build` reports queueing for MLX_FORK_BUILD_LOCK."""
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    proc = run(cmd, step=cmd[0], env=env, inherit_env=False, cwd=cwd, check=False)
     elapsed = time.monotonic() - started
     with log.open("a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
@@ -62,19 +63,18 @@ def make_patch(pristine: Path, scratch: Path, marker: str) -> str:
     target = repo / EDIT_FILE
     target.parent.mkdir(parents=True)
     shutil.copyfile(pristine / EDIT_FILE, target)
-    git = ["git", "-C", str(repo), "-c", "user.name=Bench", "-c", "user.email=bench@example.com"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "-A"], check=True)
-    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    identity = ("-c", "user.name=Bench", "-c", "user.email=bench@example.com")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, *identity, "commit", "-qm", "base")
     # Real code, not a comment: a comment-only change is a ccache hit after preprocessing.
     target.write_text(target.read_text()
                       + f"\nnamespace mlx::core::cpu {{ int benchmark_edit_{marker}() {{ return {len(marker)}; }} }}\n")
     body = ("Benchmark edit\n\nDescription: benchmark edit\nOrigin: vendor\nForwarded: not-needed\n"
             "Author: Bench <bench@example.com>\nLast-Update: 2026-01-01\nBackends: cpu\n"
             "Retire-When: never\nPublic-Headers: no\nVerified: applies\n")
-    subprocess.run([*git, "commit", "-qam", body], check=True)
-    return subprocess.run([*git, "format-patch", "-1", "--stdout", "--zero-commit", "--no-signature"],
-                          check=True, capture_output=True, text=True).stdout
+    git(repo, *identity, "commit", "-qam", body)
+    return git(repo, "format-patch", "-1", "--stdout", "--zero-commit", "--no-signature").stdout
 
 
 def main() -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,11 +31,12 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import MlxForkError
-from .package import FRONTEND_PYTHONS
+from .git import git
 from .paths import patches_dir
 from .proc import run, say
 from .profiles import MACOS_TARGETS, PLATFORMS
 from .pypi import DEFAULT_PYPI, DistFile, PackageIndex, PyPI, RecordingIndex, requires_dist
+from .stockwheels import FRONTEND_PYTHONS
 
 TAG = re.compile(r"^v(\d+\.\d+\.\d+)$")
 ALL_PLATFORMS: tuple[str, ...] = tuple(sorted(PLATFORMS))  # a declaration no condition limits
@@ -149,7 +149,7 @@ class MlxTag:
 
 
 def _git(git_dir: Path, *args: str, what: str, hint: str = "") -> str:
-    proc = subprocess.run(["git", "-C", str(git_dir), *args], capture_output=True, text=True)
+    proc = git(git_dir, *args, check=False)
     if proc.returncode != 0:
         raise MlxForkError(f"{what}: {proc.stderr.strip() or 'git failed'}", hint=hint or None)
     return proc.stdout
@@ -163,7 +163,7 @@ def read_mlx_tag(source: Path, tag: str) -> MlxTag:
     source = source.expanduser()
     if not source.is_dir():
         raise MlxForkError(f"--source {source} does not exist")
-    probe = subprocess.run(["git", "-C", str(source), "rev-parse", "--git-dir"], capture_output=True, text=True)
+    probe = git(source, "rev-parse", "--git-dir", check=False)
     if probe.returncode != 0:
         raise MlxForkError(f"--source {source} is not a git repository",
                            hint="base add reads the tag's commit: give a clone or mirror of "
@@ -803,7 +803,7 @@ def render(base: NewBase) -> str:
 # ---------------------------------------------------------------- command line
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("base", help="pinned upstream bases (patches/<base>/base.toml)",
                             description="Pinned upstream bases.")
     cmds = parser.add_subparsers(dest="base_command", metavar="SUBCOMMAND")

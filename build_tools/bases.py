@@ -11,6 +11,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import MlxForkError
 from .paths import patches_dir
@@ -107,7 +108,7 @@ def load_base(name: str, root: Path | None = None) -> BasePin:
     return parse_base(data, directory, path)
 
 
-def parse_base(data: dict, directory: Path, origin: Path | str = "base.toml") -> BasePin:
+def parse_base(data: dict[str, Any], directory: Path, origin: Path | str = "base.toml") -> BasePin:
     try:
         base = data["base"]
         version = str(base["version"])

@@ -26,12 +26,10 @@ import argparse
 import contextlib
 import datetime as _dt
 import fcntl
-import filecmp
 import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,18 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bases import BasePin, load_base
-from .deps import DepsRequest, Provisioned, provision
+from .compile import LOCK_WAIT, cmake_args_for, compile_tree, format_seconds, sync_tree
+from .deps import DepsRequest, provision
 from .errors import MlxForkError
+from .installed_headers import full_mode_reasons, installed_headers_touched
 from .manifest import Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
-from .proc import run, say
-from .tools import cmake_program
+from .proc import say, version_line
 from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
-
-NINJA_TARGET = "mlx"
-_PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]")
-# Not part of the MLX tree: the pristine marker and the queue repository.
-_SYNC_IGNORE = {".git", ".mlx-fork-pristine.json"}
+from .tools import cmake_program
 
 
 @dataclass
@@ -102,84 +97,12 @@ def slot_dir(work: Path, base: BasePin, profile: Profile) -> Path:
     return work / base.name / name
 
 
-# ---------------------------------------------------------------- tree sync
-
-
-@dataclass(frozen=True)
-class SyncReport:
-    copied: list[str]
-    removed: list[str]
-
-
-def sync_tree(src: Path, dest: Path) -> SyncReport:
-    """Make `dest` hold exactly the files of `src`, touching only files whose bytes differ."""
-    copied: list[str] = []
-    removed: list[str] = []
-    dest.mkdir(parents=True, exist_ok=True)
-    wanted: set[str] = set()
-    for root, dirs, files in os.walk(src):
-        dirs[:] = [d for d in dirs if d not in _SYNC_IGNORE or Path(root) != src]
-        rel_root = Path(root).relative_to(src)
-        for name in dirs:
-            path = Path(root) / name
-            if path.is_symlink():  # os.walk lists symlinks to dirs as dirs
-                files.append(name)
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
-        for name in files:
-            if rel_root == Path(".") and name in _SYNC_IGNORE:
-                continue
-            rel = str(rel_root / name)
-            wanted.add(rel)
-            s, d = Path(root) / name, dest / rel
-            if s.is_symlink():
-                target = os.readlink(s)
-                if d.is_symlink() and os.readlink(d) == target:
-                    continue
-                _remove(d)
-                d.parent.mkdir(parents=True, exist_ok=True)
-                d.symlink_to(target)
-                copied.append(rel)
-                continue
-            if d.is_file() and not d.is_symlink() and _same_file(s, d):
-                continue
-            _remove(d)
-            d.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(s, d)  # new mtime: the build sees the change
-            shutil.copymode(s, d)
-            copied.append(rel)
-    for root, dirs, files in os.walk(dest, topdown=False):
-        rel_root = Path(root).relative_to(dest)
-        for name in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
-            rel = str(rel_root / name)
-            if rel not in wanted:
-                (Path(root) / name).unlink()
-                removed.append(rel)
-        if Path(root) != dest and not any(Path(root).iterdir()):
-            Path(root).rmdir()
-    return SyncReport(sorted(copied), sorted(removed))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return a.stat().st_size == b.stat().st_size and filecmp.cmp(a, b, shallow=False)
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
 # ---------------------------------------------------------------- toolchain
 
 
 def _first_line(cmd: list[str]) -> str:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return "not found"
-    text = (proc.stdout or proc.stderr).strip().splitlines()
-    return text[0].strip() if text else "unknown"
+    line = version_line(cmd)
+    return "not found" if line is None else line or "unknown"
 
 
 def _cmake_version(profile: Profile) -> str:
@@ -208,163 +131,7 @@ def toolchain(profile: Profile) -> dict[str, str | None]:
     return info
 
 
-# ---------------------------------------------------------------- compile
-
-
-# Seconds spent waiting for MLX_FORK_BUILD_LOCK in this process (reported apart from compile time).
-LOCK_WAIT: list[float] = [0.0]
-
-
-@contextlib.contextmanager
-def build_lock() -> Iterator[None]:
-    """Hold MLX_FORK_BUILD_LOCK (a lock file) while compiling, when set.
-
-    Machines shared by several builds use it to run one heavy compile at a time
-    (an fcntl lock: the same lock `flock(1)` takes on that file).
-    """
-    path = os.environ.get("MLX_FORK_BUILD_LOCK")
-    if not path:
-        yield
-        return
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            say(f"compile: waiting for the build lock {path}")
-            waited = time.monotonic()
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            waited = time.monotonic() - waited
-            LOCK_WAIT[0] += waited
-            say(f"compile: got the build lock after {_fmt_seconds(waited)}")
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def ccache_env(work: Path) -> dict[str, str]:
-    """ccache settings that let identical sources in different slots share hits."""
-    env: dict[str, str] = {}
-    if shutil.which("ccache") is None:
-        return env
-    env.setdefault("CCACHE_BASEDIR", os.environ.get("CCACHE_BASEDIR", str(work)))
-    env.setdefault("CCACHE_NOHASHDIR", os.environ.get("CCACHE_NOHASHDIR", "1"))
-    return env
-
-
-def configure(tree: Path, build: Path, cmake_args: list[str], log: Path, env: dict[str, str],
-              cmake: str = "cmake") -> bool:
-    """Run CMake unless the build dir was configured with exactly these arguments. True if it ran."""
-    stamp = build / "mlx-fork-configure.txt"
-    wanted = "\n".join([str(tree.resolve())] + cmake_args) + "\n"
-    if (build / "build.ninja").is_file() and stamp.is_file() and stamp.read_text() == wanted:
-        return False
-    build.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
-    # Cache entries outlive the arguments that set them (a -DUSE_SYSTEM_FMT=ON dropped
-    # from the arguments stays ON): configure from a fresh cache. Objects are kept, and
-    # Ninja rebuilds only those whose compile lines changed.
-    (build / "CMakeCache.txt").unlink(missing_ok=True)
-    run([cmake, "-G", "Ninja", "-S", tree, "-B", build, *cmake_args], step="configure (cmake)", env=env, log=log)
-    stamp.write_text(wanted)
-    return True
-
-
-def run_with_progress(cmd: list[str], *, step: str, log: Path, env: dict[str, str], cwd: Path | None = None,
-                      locked: bool = True) -> int:
-    """Run a compile command under the build lock, output to `log`, Ninja's [n/m] lines as progress on stderr.
-
-    Returns the number of build edges Ninja reported (0 if it printed none).
-    """
-    full_env = {**os.environ, **env, "NINJA_STATUS": "[%f/%t] "}
-    last_report = 0.0
-    done = total = 0
-    log.parent.mkdir(parents=True, exist_ok=True)
-    lock = build_lock() if locked else contextlib.nullcontext()
-    with log.open("a", encoding="utf-8") as fh, lock:
-        started = time.monotonic()  # after the lock: report compile time, not queueing time
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1)
-        except FileNotFoundError as exc:
-            raise MlxForkError(f"{step}: {cmd[0]} not found", hint="run `mlx-fork doctor`") from exc
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            fh.write(line)
-            match = _PROGRESS.match(line)
-            if match:
-                done, total = int(match.group(1)), int(match.group(2))
-                now = time.monotonic()
-                if now - last_report >= 10 or done == total:
-                    last_report = now
-                    say(f"{step}: [{done}/{total}] {100 * done // max(total, 1)}% "
-                        f"{_fmt_seconds(now - started)} {line.split('] ', 1)[-1].strip()[:70]}")
-        rc = proc.wait()
-    if rc != 0:
-        raise MlxForkError(f"{step} failed (exit {rc}) after {_fmt_seconds(time.monotonic() - started)}",
-                           hint=f"see {log} (search for 'FAILED:' or 'error')")
-    return total if done else 0
-
-
-def ninja(build: Path, target: str, log: Path, env: dict[str, str], jobs: int | None = None) -> int:
-    """`ninja target` with a progress line on stderr every few seconds; returns the edges run."""
-    cmd = ["ninja", "-C", str(build), target]
-    if jobs:
-        cmd[1:1] = ["-j", str(jobs)]
-    return run_with_progress(cmd, step=f"compile (ninja {target})", log=log, env=env)
-
-
-def _fmt_seconds(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def cmake_args_for(base: BasePin, profile: Profile, deps: Provisioned, version: str,
-                   defines: tuple[str, ...] = ()) -> list[str]:
-    return [*profile.cmake_args, *deps.cmake_args, *(f"-D{d}" for d in defines), f"-DMLX_VERSION={version}"]
-
-
-def compile_tree(tree: Path, build: Path, cmake_args: list[str], logs: Path, *, work: Path,
-                 profile: Profile, jobs: int | None = None) -> Path:
-    """Configure (if needed) and build libmlx; returns the library path."""
-    env = {**ccache_env(work), **profile.env}
-    say(f"configure: {build} ({'reusing' if (build / 'build.ninja').exists() else 'new'} build dir)")
-    configure(tree, build, cmake_args, logs / "configure.log", env, cmake_program(profile.cmake_minimum))
-    ninja(build, NINJA_TARGET, logs / "compile.log", env, jobs)
-    library = build / profile.library
-    if not library.is_file():
-        raise MlxForkError(f"compile finished but {library} is missing",
-                           hint="BUILD_SHARED_LIBS=ON must be set (a static libmlx ships nothing)")
-    return library
-
-
 # ---------------------------------------------------------------- the main job
-
-
-def _apply_series(series, pristine: Path, dest: Path) -> None:
-    from .patchqueue import apply_series
-
-    apply_series(series, pristine, dest)
-
-
-def full_mode_reasons(patches: list) -> list[str]:
-    """Why these patches cannot ship as an overlay under the stock frontend (empty: they can).
-
-    A patch that changes an installed header changes the API the stock frontend
-    was compiled against; a patch to the Python bindings (python/) ships only in a
-    frontend wheel built from the patched tree.
-    """
-    from .verify import installed_headers_touched
-
-    reasons = [f"{name} changes installed headers ({', '.join(h)})"
-               for name, h in installed_headers_touched(patches).items()]
-    for patch in patches:
-        bindings = [f for f in patch.touched_paths if f.startswith("python/")]
-        if bindings:
-            reasons.append(f"{patch.name} changes the Python bindings ({', '.join(bindings)})")
-    return reasons
 
 
 STAGING_PREFIX = ".staging-"
@@ -447,10 +214,12 @@ def check_host(profile: Profile) -> None:
 
 def _build(opts: BuildOptions) -> BuildResult:
     from .index import write_index
-    from .package import add_provenance, fetch_frontend_wheels, fetch_stock_wheel, full_wheels, overlay_wheel
+    from .package import add_provenance, full_wheels, overlay_wheel
+    from .patchqueue import apply_series
     from .series import load_series
     from .source import prepare_source
-    from .verify import abi_summary, installed_headers_touched, manifest_for, verify_wheel
+    from .stockwheels import fetch_frontend_wheels, fetch_stock_wheel
+    from .verify import abi_summary, manifest_for, verify_wheel
 
     base, profile, work = opts.base, opts.profile, opts.work
     check_host(profile)
@@ -484,7 +253,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     series = load_series(base)
     say(f"series: applying {len(series.patches)} patch(es)")
     patched = slot / "patched"
-    _apply_series(series, pristine.path, patched)
+    apply_series(series, pristine.path, patched)
     lap("series")
     # 3. sync into the persistent source dir
     report = sync_tree(patched, slot / "src")
@@ -629,7 +398,7 @@ def _add_platform_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel compile jobs (ninja -j)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "build",
         help="the main job: source -> series -> compile -> package -> verify -> wheels/",
@@ -679,7 +448,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                         jobs=args.jobs, verify=not args.no_verify, via=args.via)
     started = time.monotonic()
     result = build(opts)
-    say(f"build: done in {_fmt_seconds(time.monotonic() - started)} "
+    say(f"build: done in {format_seconds(time.monotonic() - started)} "
         f"({', '.join(f'{k} {v:.0f}s' for k, v in result.seconds.items())})")
     for wheel in result.wheels:
         print(wheel)
@@ -703,7 +472,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     deps_dir = (args.deps_dir or build_dir.parent / "deps").resolve()
     stock = None
     if profile.is_macos or profile.name == "linux-cuda":
-        from .package import fetch_stock_wheel
+        from .stockwheels import fetch_stock_wheel
 
         stock = fetch_stock_wheel(base, profile)
     deps = provision(base, profile, deps_dir, DepsRequest(gguflib=args.gguflib, cuda_libraries=args.cuda_libraries),

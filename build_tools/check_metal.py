@@ -22,11 +22,10 @@ and Metal shading-language sources, and anything at run time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,11 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .bases import BasePin, load_base
+from .deps import metal_cpp_dir
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, reports_dir, work_dir
-from .proc import say
+from .proc import run, say
+from .stockwheels import download_wheels
 
-STUBS_DIR = Path(__file__).resolve().parent / "metal_stubs"
+STUBS_DIR = Path(__file__).resolve().parent / "metal_stubs"  # shared with the simulated runtime (metal_sim)
 METAL_DIR = Path("mlx") / "backend" / "metal"
 # Compiled only when MLX is built without Metal; it defines the same symbols.
 EXCLUDED = frozenset({"no_metal.cpp"})
@@ -193,7 +194,7 @@ def check_toolchain(clang: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         probe = Path(tmp) / "probe.cpp"
         probe.write_text("#include <optional>\n#include <functional>\nvoid f(void (^b)(void)) { b(); }\n")
-        proc = subprocess.run([clang, *FLAGS, str(probe)], capture_output=True, text=True)
+        proc = run([clang, *FLAGS, probe], step="compile a libc++ probe", check=False)
     if proc.returncode != 0:
         raise MlxForkError(
             f"{clang} cannot compile with -stdlib=libc++ -fblocks: {proc.stderr.strip()[:500]}",
@@ -209,24 +210,6 @@ def metal_sources(tree: Path) -> list[Path]:
     if not files:
         raise MlxForkError(f"{directory} has no C++ files to check")
     return files
-
-
-def metal_cpp_dir(base: BasePin, work: Path) -> Path:
-    """metal-cpp exactly as MLX `base` was built with: from the stock mlx-metal wheel."""
-    from .deps import extract_metal_cpp
-    from .package import fetch_stock_wheel
-    from .profiles import get_profile
-
-    dest = work / "check-metal" / base.version / "metal_cpp"
-    if (dest / "Metal" / "Metal.hpp").is_file():
-        return dest
-    wheel = fetch_stock_wheel(base, get_profile("macos-metal"), work)
-    staging = dest.with_name("metal_cpp.partial")
-    extract_metal_cpp(wheel, staging)
-    if dest.exists():
-        shutil.rmtree(dest)
-    staging.rename(dest)
-    return dest
 
 
 def fmt_version(base: BasePin) -> str | None:
@@ -252,13 +235,10 @@ def fmt_headers(base: BasePin, work: Path) -> tuple[Path | None, str]:
         return include, f"fmt {version} headers (PyPI cmeel-fmt=={version})"
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-             "-d", tmp, f"cmeel-fmt=={version}"],
-            capture_output=True, text=True,
-        )
+        with contextlib.suppress(MlxForkError):  # judged below: no wheel
+            download_wheels([f"cmeel-fmt=={version}"], Path(tmp))
         wheels = sorted(Path(tmp).glob("cmeel_fmt-*.whl"))
-        if proc.returncode != 0 or not wheels:
+        if not wheels:
             say(f"warning: could not download cmeel-fmt=={version}; checking against the system fmt")
             return None, f"system fmt (fmt {version} headers unavailable: blind to fmt 9/12 differences)"
         import zipfile
@@ -292,10 +272,8 @@ def json_include() -> Path | None:
 
 def check_file(inputs: CheckInputs, source: Path) -> FileResult:
     started = time.monotonic()
-    proc = subprocess.run(
-        [inputs.clang, *inputs.compile_args(), str(source)],
-        cwd=inputs.tree, capture_output=True, text=True,
-    )
+    proc = run([inputs.clang, *inputs.compile_args(), source], step=f"clang -fsyntax-only {source.name}",
+               cwd=inputs.tree, check=False)
     rel = source.relative_to(inputs.tree).as_posix() if source.is_relative_to(inputs.tree) else str(source)
     return FileResult(rel, proc.returncode == 0, round(time.monotonic() - started, 2),
                       (proc.stdout + proc.stderr).strip())
@@ -321,7 +299,7 @@ def check_tree(inputs: CheckInputs, base: str, *, kind: str, jobs: int = DEFAULT
 
 
 def compiler_version(clang: str) -> str:
-    proc = subprocess.run([clang, "--version"], capture_output=True, text=True)
+    proc = run([clang, "--version"], step="clang --version", check=False)
     first = proc.stdout.splitlines()[0] if proc.returncode == 0 and proc.stdout else clang
     return f"{Path(clang).name}: {first}"
 
@@ -331,7 +309,7 @@ def compiler_version(clang: str) -> str:
 
 def patched_tree(base: BasePin, source: Path | None, work: Path) -> tuple[Path, str]:
     """The verified pristine tree of `base` with its series applied (fails closed)."""
-    from .patchqueue import apply_series
+    from .patchqueue import patched_tree
     from .series import load_series
     from .source import prepare_source
 
@@ -340,9 +318,9 @@ def patched_tree(base: BasePin, source: Path | None, work: Path) -> tuple[Path, 
     if not series.patches:
         say(f"the {base.name} series is empty: checking the pristine tree")
         return pristine.path, "pristine"
-    dest = work / base.name / "check-metal-tree"
-    say(f"applying {len(series.patches)} patches of {base.name}")
-    apply_series(series, pristine.path, dest, label=f"MLX {base.name} + series (check-metal)")
+    say(f"the {len(series.patches)} patches of {base.name} applied to the pinned tree")
+    dest = patched_tree(series, pristine.path, work / base.name / "check-metal-trees",
+                        label=f"MLX {base.name} + series (check-metal)")
     return dest, "patched"
 
 
@@ -382,7 +360,7 @@ def write_report(report: CheckReport, out_dir: Path | None = None) -> Path:
 # ---------------------------------------------------------------- CLI
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check-metal",
         help="type-check MLX's Metal backend on Linux (clang -fsyntax-only against stock metal-cpp)",

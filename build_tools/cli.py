@@ -42,15 +42,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not written yet
-                continue
-            raise
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+        # Every stage is imported and registered, or the CLI fails here: a stage
+        # that cannot be imported must not just vanish from `mlx-fork --help`.
+        module = importlib.import_module(name)
+        module.register(sub)
     return parser
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from .bases import BasePin, Dependency, Library
 from .digest import sha256_file
 from .errors import MlxForkError
+from .git import git, git_in
 from .gittree import tree_id
 from .proc import run, say
 from .tools import env_tool
@@ -115,8 +116,7 @@ def fetch_git_export(work: Path, dep: Dependency, repository: str) -> Path:
 def _local_git_dir(repository: str, dep: Dependency, tmp: Path) -> Path:
     path = Path(repository).expanduser()
     if path.exists():
-        proc = subprocess.run(["git", "-C", str(path), "rev-parse", "--absolute-git-dir"],
-                              capture_output=True, text=True)
+        proc = git(path, "rev-parse", "--absolute-git-dir", check=False)
         if proc.returncode != 0:
             raise MlxForkError(f"{dep.name}: {path} is not a git repository",
                                hint=f"give a clone of {dep.repository}")
@@ -132,7 +132,7 @@ def _local_git_dir(repository: str, dep: Dependency, tmp: Path) -> Path:
 
 
 def _git(git_dir: Path, *args: str, what: str, hint: str = "") -> str:
-    proc = subprocess.run(["git", "--git-dir", str(git_dir), *args], capture_output=True, text=True)
+    proc = git_in(git_dir, *args, check=False)
     if proc.returncode != 0:
         raise MlxForkError(f"{what}: not found", hint=hint or proc.stderr.strip()[-300:])
     return proc.stdout.strip()

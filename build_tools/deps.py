@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import urllib.parse
@@ -48,22 +47,24 @@ from pathlib import Path
 from .bases import BasePin, Dependency, load_base
 from .cuda_deps import (
     cuda_prefix,
-    linker_flags,
-    stock_vendored_libs,
-    fetch_git_export,
-    fetch_library_wheel,
-    wheel_path,
     cuda_toolkit_root,
     export_dir,
+    fetch_git_export,
+    fetch_library_wheel,
     is_exported,
+    linker_flags,
     nvtx_cpp_version,
     nvtx_shim,
+    stock_vendored_libs,
     toolkit_version,
+    wheel_path,
 )
 from .errors import MlxForkError
+from .git import checkout_head
 from .paths import PRIMARY_BASE, work_dir
+from .proc import say, version_line
 from .profiles import PLATFORMS, Profile, get_profile, host_platform
-from .proc import say
+from .stockwheels import fetch_stock_wheel
 from .tools import cmake_program, find_env_tool, install_command
 
 STRATEGIES: tuple[str, ...] = (
@@ -127,7 +128,7 @@ def find_json_include() -> tuple[Path, str] | None:
 
 
 def _json_version(nlohmann: Path) -> str:
-    parts = {}
+    parts: dict[str, str] = {}
     for name in ("detail/abi_macros.hpp", "json.hpp"):
         path = nlohmann / name
         if not path.is_file():
@@ -320,19 +321,10 @@ def _gguflib(dep: Dependency, out: Provisioned, user: Path | None) -> None:
             hint=f"git clone {dep.upstream.split('@')[0]} && git -C gguf-tools checkout {dep.version}",
         )
     out.cmake_args += ["-DMLX_BUILD_GGUF=ON", f"-DFETCHCONTENT_SOURCE_DIR_GGUFLIB={path}"]
-    commit = _git_head(path)
+    commit = checkout_head(path)
     if commit and commit != dep.version:
         out.notes.append(f"gguflib: {path} is at {commit}, upstream pins {dep.version}")
     out.identities[dep.name] = f"user dir gguf-tools {commit or 'unknown commit'}"
-
-
-def _git_head(path: Path) -> str | None:
-    """HEAD of the checkout at `path`; None for a plain directory (even one inside another checkout)."""
-    top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != path.resolve():
-        return None
-    proc = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def extract_metal_cpp(stock_wheel: Path, dest: Path) -> Path:
@@ -348,6 +340,24 @@ def extract_metal_cpp(stock_wheel: Path, dest: Path) -> Path:
             target = dest / name[len(prefix):]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(zf.read(name))
+    return dest
+
+
+def metal_cpp_dir(base: BasePin, work: Path) -> Path:
+    """metal-cpp exactly as MLX `base` was built with, for the Metal checks on Linux (cached in the work dir).
+
+    From the stock mlx-metal wheel of `base`; extracted beside the final folder
+    and renamed into place, so a present folder is always complete.
+    """
+    dest = work / "metal-cpp" / base.version
+    if (dest / "Metal" / "Metal.hpp").is_file():
+        return dest
+    wheel = fetch_stock_wheel(base, get_profile("macos-metal"), work)
+    staging = dest.with_name(f"{base.version}.partial")
+    extract_metal_cpp(wheel, staging)
+    if dest.exists():
+        shutil.rmtree(dest)
+    staging.rename(dest)
     return dest
 
 
@@ -485,12 +495,8 @@ def install_hint(what: str, macos: bool | None = None) -> str:
 def _tool_version(cmd: list[str]) -> str | None:
     if shutil.which(cmd[0]) is None:
         return None
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    text = (proc.stdout or proc.stderr).strip().splitlines()
-    return text[0] if text else "present"
+    line = version_line(cmd, timeout=30)
+    return None if line is None else line or "present"
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -568,8 +574,9 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
         checks.append(Check("Metal compiler", metal is not None, metal or "xcrun cannot find metal",
                             "xcodebuild -downloadComponent MetalToolchain"))
     else:
-        blas = any(Path(d, "libblas.so").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"))
-        lapack = any(Path(d, "liblapack.so").exists() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib"))
+        lib_dirs = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib")
+        blas = any(Path(d, "libblas.so").exists() for d in lib_dirs)
+        lapack = any(Path(d, "liblapack.so").exists() for d in lib_dirs)
         lapacke = any(root.joinpath("lapacke.h").is_file() for root in INCLUDE_ROOTS) or any(
             root.joinpath("x86_64-linux-gnu", "lapacke.h").is_file() for root in INCLUDE_ROOTS)
         checks.append(Check("BLAS/LAPACK (+LAPACKE headers)", blas and lapack and lapacke,
@@ -617,7 +624,7 @@ def doctor_checks(base: BasePin, profile: Profile, work: Path) -> list[Check]:
     return checks
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "doctor",
         help="check the toolchain and offline dependencies; print install commands for what is missing",
@@ -631,7 +638,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_fetch(sub)
 
 
-def _register_fetch(sub: argparse._SubParsersAction) -> None:
+def _register_fetch(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "deps",
         help="fetch a base's pinned dependencies for a platform into the download cache (offline builds)",

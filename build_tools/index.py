@@ -89,7 +89,7 @@ def write_index(directory: Path | None = None) -> list[IndexEntry]:
     return entries
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "index",
         help="(re)write the PEP 503 simple index of wheels/",

@@ -30,6 +30,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SCHEMA = 1
 HASH_DIGITS = 10
@@ -40,11 +41,11 @@ def canonical_json(data: object) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def inputs_digest(inputs: dict) -> str:
+def inputs_digest(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
 
 
-def make_label(inputs: dict) -> str:
+def make_label(inputs: dict[str, Any]) -> str:
     patches = inputs.get("patches", [])
     return f"fork.{len(patches)}.h{inputs_digest(inputs)[:HASH_DIGITS]}"
 
@@ -71,9 +72,9 @@ def runtime_version(base_version: str, label: str) -> str:
 
 @dataclass
 class Manifest:
-    inputs: dict
-    outputs: dict = field(default_factory=dict)
-    info: dict = field(default_factory=dict)  # not hashed: timestamps, log paths, host
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # not hashed: timestamps, log paths, host
 
     @property
     def label(self) -> str:
@@ -92,7 +93,7 @@ class Manifest:
         """The version compiled into libmlx (-DMLX_VERSION); see the module docstring."""
         return runtime_version(self.base_version, self.label)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "tool": "mlx-fork",
@@ -112,15 +113,15 @@ class Manifest:
         tmp.replace(path)
 
     @classmethod
-    def from_json(cls, data: dict) -> "Manifest":
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         return cls(inputs=data["inputs"], outputs=data.get("outputs", {}), info=data.get("info", {}))
 
     @classmethod
-    def read(cls, path: Path) -> "Manifest":
+    def read(cls, path: Path) -> Manifest:
         return cls.from_json(json.loads(path.read_text()))
 
 
-def compare_provenance(expected: dict, found: dict) -> list[str]:
+def compare_provenance(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
     """Differences between a manifest and a provenance file, as readable lines (empty: equal)."""
     problems = []
     for key in ("version", "label", "inputs_sha256"):

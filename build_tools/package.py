@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -35,105 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bases import BasePin, load_base
-from .digest import sha256_file
+from .compile import build_lock, run_with_progress
 from .errors import MlxForkError
 from .manifest import Manifest
-from .paths import PRIMARY_BASE, work_dir
+from .paths import work_dir
 from .proc import run, say
 from .profiles import Profile
 from .tools import env_tool
+from .virtualenvs import create_venv, venv_python
 from .wheelfile import check_record, escape_name, rewrite_wheel, wheel_info
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 PROVENANCE = "mlx/lib/mlx-fork.json"
-# Python versions upstream publishes `mlx` frontend wheels for.
-FRONTEND_PYTHONS: tuple[str, ...] = ("3.10", "3.11", "3.12", "3.13", "3.14")
 # Libraries every manylinux system provides; a libmlx may need them without vendoring.
 SYSTEM_LIBS = re.compile(r"^(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|ld-linux[-\w]*)\.so(\.\d+)*$")
 
 
-
-
-# ---------------------------------------------------------------- stock wheels
-
-
-def stock_pins(base: BasePin) -> dict[str, str]:
-    """filename -> sha256 of the stock wheels pinned in base.toml ([[stock_wheels]])."""
-    data = tomllib.loads((base.directory / "base.toml").read_text(encoding="utf-8"))
-    return {str(w["filename"]): str(w["sha256"]) for w in data.get("stock_wheels", [])}
-
-
-def stock_cache(work: Path, base: BasePin) -> Path:
-    return work / "stock" / base.version
-
-
-def stock_backend_filename(base: BasePin, profile: Profile) -> str:
-    return f"{escape_name(profile.backend_dist)}-{base.version}-py3-none-{profile.platform_tag}.whl"
-
-
-def _pip_download(requirement: str, dest: Path, platform_tag: str, python: str | None = None) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-           "--platform", platform_tag, "-d", str(dest), requirement]
-    if python:
-        cmd[5:5] = ["--python-version", python]
-    run(cmd, step=f"download {requirement} ({platform_tag})")
-
-
-def fetch_stock_wheel(base: BasePin, profile: Profile, work: Path | None = None) -> Path:
-    """The stock backend wheel for `profile`, downloaded once into the work dir and hash-checked."""
-    work = work or work_dir()
-    filename = stock_backend_filename(base, profile)
-    pins = stock_pins(base)
-    cache = stock_cache(work, base)
-    path = cache / filename
-    if not path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        say(f"downloading stock {filename} from PyPI")
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            _pip_download(f"{profile.backend_dist}=={base.version}", Path(tmp), profile.platform_tag)
-            got = Path(tmp) / filename
-            if not got.is_file():
-                raise MlxForkError(f"pip did not download {filename}",
-                                   hint=f"files: {[p.name for p in Path(tmp).iterdir()]}")
-            got.replace(path)
-    digest = sha256_file(path)
-    expected = pins.get(filename)
-    if expected is None:
-        raise MlxForkError(
-            f"no sha256 pinned for {filename} in {base.directory / 'base.toml'}",
-            hint=f'add [[stock_wheels]] filename = "{filename}" sha256 = "{digest}" after checking it on PyPI',
-        )
-    if digest != expected:
-        raise MlxForkError(
-            f"{path}: sha256 {digest} does not match the pin {expected}",
-            hint="delete the cached file to download it again; if PyPI's file really changed, stop and investigate",
-        )
-    return path
-
-
-def fetch_frontend_wheels(base: BasePin, profile: Profile, work: Path | None = None,
-                          pythons: tuple[str, ...] = FRONTEND_PYTHONS) -> list[Path]:
-    """Stock `mlx` frontend wheels (one per Python), so wheels/ works as a self-contained index."""
-    work = work or work_dir()
-    cache = stock_cache(work, base) / "frontend" / profile.platform_tag
-    cache.mkdir(parents=True, exist_ok=True)
-    found: list[Path] = []
-    for python in pythons:
-        tag = "cp" + python.replace(".", "")
-        have = sorted(cache.glob(f"mlx-{base.version}-{tag}-*.whl"))
-        if not have:
-            try:
-                _pip_download(f"mlx=={base.version}", cache, profile.platform_tag, python)
-            except MlxForkError:
-                say(f"note: no stock mlx {base.version} frontend wheel for Python {python} on {profile.platform_tag}")
-                continue
-            have = sorted(cache.glob(f"mlx-{base.version}-{tag}-*.whl"))
-        found.extend(have)
-    return found
 
 
 # ---------------------------------------------------------------- Linux ELF fixups
@@ -225,11 +140,8 @@ def check_unresolved_symbols(wheel: Path, profile: Profile, library_dirs: tuple[
                        n == f"mlx/lib/{profile.library}"
                        or bool(profile.vendored_libs and n.startswith(profile.vendored_libs + "/")))]
             zf.extractall(tmp, members)
-        env = dict(os.environ)
-        if library_dirs:
-            env["LD_LIBRARY_PATH"] = ":".join(str(d) for d in library_dirs)
-        proc = subprocess.run(["ldd", "-r", str(Path(tmp, "mlx", "lib", profile.library))],
-                              capture_output=True, text=True, env=env)
+        env = {"LD_LIBRARY_PATH": ":".join(str(d) for d in library_dirs)} if library_dirs else {}
+        proc = run(["ldd", "-r", Path(tmp, "mlx", "lib", profile.library)], step="ldd -r", env=env, check=False)
     problems = [line.strip() for line in (proc.stdout + proc.stderr).splitlines()
                 if ("undefined symbol" in line or "not found" in line)
                 and not (profile.name == "linux-cuda" and _DRIVER_SYMBOL.search(line))]
@@ -421,16 +333,15 @@ _SETUP_OWNS = ("-DMLX_VERSION=", "-DMLX_BUILD_PYTHON_BINDINGS=", "-DCMAKE_BUILD_
 
 def full_build_python(work: Path) -> Path:
     """A virtual environment with what upstream setup.py needs (created once in the work dir)."""
-    import venv
-
     env_dir = work / "tools" / f"setup-py{sys.version_info.major}{sys.version_info.minor}"
-    python = env_dir / "bin" / "python"
+    python = venv_python(env_dir)
     stamp = env_dir / "mlx-fork-ready"
-    wanted = list(FULL_BUILD_REQUIREMENTS) + (list(FULL_BUILD_REQUIREMENTS_LINUX) if sys.platform.startswith("linux") else ["delocate"])
+    platform_tools = list(FULL_BUILD_REQUIREMENTS_LINUX) if sys.platform.startswith("linux") else ["delocate"]
+    wanted = list(FULL_BUILD_REQUIREMENTS) + platform_tools
     if stamp.is_file() and stamp.read_text() == "\n".join(wanted):
         return python
     say(f"full packaging: preparing the setup.py build environment {env_dir}")
-    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    create_venv(env_dir, with_pip=True)
     run([python, "-m", "pip", "install", "--quiet", *wanted], step="pip install setup.py build requirements")
     stamp.write_text("\n".join(wanted))
     return python
@@ -466,8 +377,6 @@ def full_wheels(
     the frontend stage and the backend stage. Linux wheels are then repaired
     to the stock manylinux tag (the frontend without vendoring libmlx).
     """
-    from .build import build_lock, run_with_progress
-
     work = work or work_dir()
     python = full_build_python(work)
     version = manifest.version
@@ -538,7 +447,8 @@ def read_member_bytes(wheel: Path, name: str) -> bytes:
 
 def _repair_full(wheel: Path, which: str, profile: Profile, out_dir: Path, python: Path, log: Path) -> Path:
     if profile.platform_tag.startswith("manylinux"):
-        cmd = [python.parent / "auditwheel", "repair", "--plat", profile.platform_tag, "-w", out_dir, wheel]
+        cmd: list[str | Path] = [python.parent / "auditwheel", "repair", "--plat", profile.platform_tag, "-w", out_dir,
+                                 wheel]
         if which == "frontend":
             cmd += ["--exclude", "libmlx.so"]  # the backend wheel provides it
         run(cmd, step=f"auditwheel repair ({which})", env={"PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}"},
@@ -558,7 +468,7 @@ def _repair_full(wheel: Path, which: str, profile: Profile, out_dir: Path, pytho
 # ---------------------------------------------------------------- CLI
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "package",
         help="package a built libmlx as an overlay wheel of the stock backend wheel",
@@ -576,6 +486,7 @@ def _cmd_package(args: argparse.Namespace) -> int:
     from .index import write_index
     from .paths import wheels_dir
     from .profiles import get_profile
+    from .stockwheels import fetch_stock_wheel
 
     manifest_path = args.slot / "manifest.json"
     if not manifest_path.is_file():
@@ -597,5 +508,3 @@ def _cmd_package(args: argparse.Namespace) -> int:
     print(wheel)
     return 0
 
-
-__all__ = ["overlay_wheel", "fetch_stock_wheel", "fetch_frontend_wheels", "check_overlay", "PRIMARY_BASE"]

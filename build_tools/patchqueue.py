@@ -12,6 +12,7 @@ line must match. Offsets (hunks that moved) are accepted, changed context is not
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 
 from .bases import BasePin, available_bases, load_base
 from .errors import MlxForkError
-from .proc import run
+from .git import git
 from .series import Patch, Series, lint_patch, parse_patch, read_series_names, write_series
 
 # Fixed identities and dates keep queue commits (and so exported patches) reproducible.
@@ -65,11 +66,8 @@ def _git(
     env: dict[str, str] | None = None,
     input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    proc = run(["git", "-C", str(repo), *args], step=f"git {args[0]}", env={**_GIT_ENV, **(env or {})},
-               check=False, input=input)
-    if check and proc.returncode != 0:
-        raise MlxForkError(f"git {' '.join(args)} failed in {repo}: {proc.stderr.strip()}")
-    return proc
+    """git with the queue's fixed identities and dates."""
+    return git(repo, *args, check=check, env={**_GIT_ENV, **(env or {})}, input=input)
 
 
 def init_queue_repo(pristine: Path, dest: Path, label: str) -> None:
@@ -190,6 +188,24 @@ def apply_series(series: Series, pristine: Path, dest: Path, label: str | None =
     if dest.exists():
         shutil.rmtree(dest)
     staging.rename(dest)
+
+
+def series_digest(series: Series) -> str:
+    """12 hex digits that name the series by its patches' contents, in order."""
+    return hashlib.sha256("".join(p.sha256 for p in series.patches).encode()).hexdigest()[:12]
+
+
+def patched_tree(series: Series, pristine: Path, trees: Path, label: str | None = None) -> Path:
+    """`trees`/patched-<digest>: `pristine` with `series` applied, made once and reused while the series is the same.
+
+    `pristine` must be the verified tree of the series' base. apply_series moves
+    a finished tree into place, so a present folder is a complete one.
+    """
+    dest = trees / f"patched-{series_digest(series)}"
+    if not dest.is_dir():
+        trees.mkdir(parents=True, exist_ok=True)
+        apply_series(series, pristine, dest, label)
+    return dest
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
 from .errors import MlxForkError
 
@@ -53,7 +54,7 @@ class PackageIndex(Protocol):
         ...
 
 
-def parse_project_json(data: dict, base_url: str) -> dict[str, list[DistFile]]:
+def parse_project_json(data: dict[str, Any], base_url: str) -> dict[str, list[DistFile]]:
     """PyPI's project JSON -> version -> files (URLs made absolute)."""
     releases: dict[str, list[DistFile]] = {}
     for version, files in data.get("releases", {}).items():
@@ -106,7 +107,8 @@ class PyPI:
     def _get(self, url: str) -> bytes:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                return response.read()
+                body: bytes = response.read()
+                return body
         except urllib.error.HTTPError:
             raise
         except OSError as exc:
@@ -206,12 +208,13 @@ class RecordingIndex:
             }
         # One file per line: small diffs when a fixture is recorded again.
         lines = ['{', ' "projects": {']
-        for i, (name, releases) in enumerate(projects.items()):
+        for i, (name, kept) in enumerate(projects.items()):
             lines.append(f'  {json.dumps(name)}: {{')
-            for j, (version, files) in enumerate(releases.items()):
+            for j, (version, files) in enumerate(kept.items()):
                 rows = ",\n".join(f"    {json.dumps(f)}" for f in files)
-                end = "," if j < len(releases) - 1 else ""
-                lines.append(f'   {json.dumps(version)}: [\n{rows}\n   ]{end}' if files else f'   {json.dumps(version)}: []{end}')
+                end = "," if j < len(kept) - 1 else ""
+                listed = f"[\n{rows}\n   ]" if files else "[]"
+                lines.append(f"   {json.dumps(version)}: {listed}{end}")
             lines.append("  }" + ("," if i < len(projects) - 1 else ""))
         lines += [" },", f' "metadata": {json.dumps(dict(sorted(self.metadata_texts.items())), indent=1)}', "}"]
         path.parent.mkdir(parents=True, exist_ok=True)

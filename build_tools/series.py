@@ -19,6 +19,7 @@ from pathlib import Path
 from .bases import BasePin
 from .digest import sha256_file
 from .errors import MlxForkError
+from .installed_headers import is_installed_header
 
 REQUIRED_HEADERS: tuple[str, ...] = (
     "Description",
@@ -237,11 +238,6 @@ def load_series_dir(directory: Path) -> Series:
     names, leading = read_series_names(directory / "series")
     patches = tuple(parse_patch(directory / name) for name in names)
     return Series(directory.name, directory, patches, tuple(leading))
-
-
-def is_installed_header(path: str) -> bool:
-    """True for headers MLX installs under include/ (CMake: mlx/**/*.h, minus one)."""
-    return path.startswith("mlx/") and path.endswith(".h") and path != "mlx/backend/metal/kernels.h"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from .series import lint_series_dir, load_series
 from .source import prepare_source
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     patches = sub.add_parser("patches", help="lint, status, apply, rebase or export the patch series")
     cmds = patches.add_subparsers(dest="patches_command", metavar="ACTION")
     cmds.required = True
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser, source: bool = True) -> None:
         p.add_argument("--base", default=PRIMARY_BASE, help=f"pinned base (default {PRIMARY_BASE})")
         if source:
-            p.add_argument("--source", type=Path, help="MLX git checkout or plain source directory (default MLX_FORK_SOURCE, else download)")
+            p.add_argument("--source", type=Path,
+                           help="MLX git checkout or plain source directory (default MLX_FORK_SOURCE, else download)")
             p.add_argument("--work-dir", type=Path, help="scratch directory (default MLX_FORK_WORK)")
 
     p = cmds.add_parser("lint", help="validate series files and DEP-3 headers")
@@ -33,13 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("status", help="classify each patch: applies / already upstream / conflicts")
     common(p)
-    p.add_argument("--series", metavar="BASE", help="classify this base's series instead (e.g. v0.31.1's series against --base v0.32.1)")
+    p.add_argument("--series", metavar="BASE",
+                   help="classify this base's series instead (e.g. v0.31.1's series against --base v0.32.1)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_status)
 
     p = cmds.add_parser("apply", help="apply the series to a pristine tree (no fuzz; fails closed)")
     common(p)
-    p.add_argument("--dest", type=Path, help="where to write the patched tree (default WORK/BASE/patched); a git repository with one commit per patch")
+    p.add_argument("--dest", type=Path,
+                   help="where to write the patched tree (default WORK/BASE/patched); "
+                   "a git repository with one commit per patch")
     p.set_defaults(func=_apply)
 
     p = cmds.add_parser("rebase", help="port a series to another base and report the result")

@@ -20,25 +20,25 @@ version. Kernels are not executed (see metal_sim/SEMANTICS.md for what is simula
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import re
 import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from . import metal_sim
 from .bases import BasePin, load_base
+from .deps import metal_cpp_dir
 from .errors import MlxForkError
 from .paths import PRIMARY_BASE, reports_dir, work_dir
 from .proc import run, say
+from .validate.stats import wilson
 
 SCENARIO_DIR = Path(metal_sim.__file__).resolve().parent / "scenarios"
 METALLIB_PLACEHOLDER = b"MTLB metal-sim placeholder: kernels are not executed\n"
@@ -76,23 +76,10 @@ class SimLibrary:
         return self.lib_dir / "libmlx.so"
 
 
-def metal_cpp_dir(base: BasePin, work: Path) -> Path:
-    """metal-cpp headers from the stock mlx-metal wheel of `base` (downloaded once, cached)."""
-    from .deps import extract_metal_cpp
-    from .package import fetch_stock_wheel
-    from .profiles import get_profile
-
-    dest = work / "metal-sim" / "metal-cpp" / base.version
-    if (dest / "Metal" / "Metal.hpp").is_file():
-        return dest
-    wheel = fetch_stock_wheel(base, get_profile("macos-metal"), work)
-    return extract_metal_cpp(wheel, dest)
-
-
 def _configure_cpu(base: BasePin, tree: Path, build: Path, work: Path, toolchain: metal_sim.Toolchain,
-                   log: Path) -> list[dict]:
+                   log: Path) -> list[dict[str, Any]]:
     """MLX's CMake for Linux CPU with clang/libc++; returns compile_commands.json."""
-    from .build import ccache_env
+    from .compile import ccache_env
     from .deps import DepsRequest, provision
     from .profiles import get_profile
 
@@ -128,7 +115,8 @@ def _configure_cpu(base: BasePin, tree: Path, build: Path, work: Path, toolchain
     if generated:
         run(["ninja", "-C", cmake_dir, *[os.path.relpath(g, cmake_dir) for g in generated]],
             step="simulate: generate sources", log=log)
-    return json.loads((cmake_dir / "compile_commands.json").read_text())
+    commands: list[dict[str, Any]] = json.loads((cmake_dir / "compile_commands.json").read_text())
+    return commands
 
 
 def _strip_output_args(argv: list[str]) -> list[str]:
@@ -161,7 +149,7 @@ def _jit_stub(tree: Path, dest: Path) -> Path:
     return dest
 
 
-def plan_units(tree: Path, build: Path, commands: list[dict], metal_cpp: Path,
+def plan_units(tree: Path, build: Path, commands: list[dict[str, Any]], metal_cpp: Path,
                sanitize: str | None) -> tuple[list[CompileUnit], list[str]]:
     """Compile units of core + CPU + Metal; returns them and the link libraries of libmlx."""
     tree = tree.resolve()
@@ -184,7 +172,7 @@ def plan_units(tree: Path, build: Path, commands: list[dict], metal_cpp: Path,
         raise MlxForkError("compile_commands.json has no mlx/array.cpp: not an MLX CMake build?")
     metal_args = [
         *base_args,
-        f"-I{metal_sim.INCLUDE_DIR}",
+        *metal_sim.INCLUDE_ARGS,
         f"-I{metal_cpp}",
         f'-DMETAL_PATH="{build / "lib" / "mlx.metallib"}"',
         "-Wno-ignored-attributes",
@@ -245,7 +233,7 @@ def build_library(base: BasePin, label: str, tree: Path, work: Path, *, sanitize
     identical paths, usually has those too). The result is copied to
     <base>/<label>/lib.
     """
-    from .build import build_lock, ccache_env, sync_tree
+    from .compile import ccache_env, run_with_progress, sync_tree
 
     toolchain = metal_sim.find_toolchain()
     suffix = f"-{sanitize}" if sanitize else ""
@@ -270,11 +258,7 @@ def build_library(base: BasePin, label: str, tree: Path, work: Path, *, sanitize
     if jobs:
         cmd += ["-j", str(jobs)]
     started = time.monotonic()
-    env = {**os.environ, **ccache_env(work)}
-    with (logs / "compile.log").open("a") as fh, build_lock():
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise MlxForkError(f"simulate: compiling {label} failed", hint=f"see {logs / 'compile.log'} (search FAILED:)")
+    run_with_progress(cmd, step=f"simulate: compiling {label}{suffix}", log=logs / "compile.log", env=ccache_env(work))
     say(f"simulate: {label}{suffix} built in {time.monotonic() - started:.0f}s")
     out = root / (label + suffix)
     out_lib = out / "lib"
@@ -408,7 +392,7 @@ def build_scenario(lib: SimLibrary, scenario: Scenario, toolchain: metal_sim.Too
     deps = [src, SCENARIO_DIR / "scenario.h", lib.libmlx]
     if out.is_file() and all(out.stat().st_mtime >= d.stat().st_mtime for d in deps):
         return out
-    cmd = [toolchain.cxx, *metal_sim.CXXFLAGS, "-O1", f"-I{lib.tree}", f"-I{metal_sim.INCLUDE_DIR}",
+    cmd = [toolchain.cxx, *metal_sim.CXXFLAGS, "-O1", f"-I{lib.tree}", *metal_sim.INCLUDE_ARGS,
            f"-I{SCENARIO_DIR}", "-DFMT_HEADER_ONLY=1", str(src), "-o", str(out),
            f"-L{lib.lib_dir}", "-lmlx", "-lmetalsim", f"-Wl,-rpath,{lib.lib_dir}", *toolchain.link_flags()]
     if lib.sanitize:
@@ -477,17 +461,6 @@ def run_once(exe: Path, env: dict[str, str], timeout: float, log: Path | None = 
     return RunResult(ok, kind, seconds, detail)
 
 
-def wilson(failures: int, runs: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval for a failure rate."""
-    if runs == 0:
-        return 0.0, 1.0
-    p = failures / runs
-    denom = 1 + z * z / runs
-    centre = (p + z * z / (2 * runs)) / denom
-    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 @dataclass
 class Cell:
     tree: str
@@ -502,7 +475,7 @@ class Cell:
     def verdict(self) -> str:
         return "red" if self.failures else "green"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         lo, hi = wilson(self.failures, self.runs)
         return {**asdict(self), "verdict": self.verdict, "failure_rate": self.failures / max(self.runs, 1),
                 "wilson95": [round(lo, 4), round(hi, 4)]}
@@ -542,14 +515,14 @@ LIMITS = (
 )
 
 
-def patch_verdicts(rows: list[dict], scenarios: list[Scenario], patch_names: list[str]) -> dict[str, dict]:
+def patch_verdicts(rows: list[dict[str, Any]], scenarios: list[Scenario], patch_names: list[str]) -> dict[str, dict[str, Any]]:
     """Per patch: the scenarios that judge it and whether it earned rung 3 (`simulated`).
 
     Earned only when every scenario judging it ran on both trees, and at least one
     is red on pristine and all are green on patched.
     """
     by_name = {r["scenario"]: r for r in rows}
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in patch_names:
         judged = [s for s in scenarios if any(slug in name for slug in s.patches)]
         results = {}
@@ -569,9 +542,9 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     by = {(c.scenario, c.tree): c for c in cells}
     tree_names = list(dict.fromkeys(c.tree for c in cells))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in scenarios:
-        row = {"scenario": s.name, "fix": s.fix, "summary": s.summary, "env": s.env, "cells": {}}
+        row: dict[str, Any] = {"scenario": s.name, "fix": s.fix, "summary": s.summary, "env": s.env, "cells": {}}
         for t in tree_names:
             if (s.name, t) in by:
                 row["cells"][t] = by[(s.name, t)].to_json()
@@ -638,17 +611,11 @@ def write_report(base: BasePin, cells: list[Cell], trees: dict[str, str], out_di
 
 
 def _patched_tree(base: BasePin, pristine: Path, work: Path) -> tuple[Path, str]:
-    from .patchqueue import apply_series
+    from .patchqueue import patched_tree
     from .series import load_series
 
     series = load_series(base)
-    digest = hashlib.sha256("".join(p.sha256 for p in series.patches).encode()).hexdigest()[:12]
-    dest = work / "metal-sim" / base.name / "trees" / f"patched-{digest}"
-    if not (dest / "mlx").is_dir():
-        if dest.exists():
-            shutil.rmtree(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        apply_series(series, pristine, dest)
+    dest = patched_tree(series, pristine, work / "metal-sim" / base.name / "trees")
     names = ", ".join(p.name for p in series.patches) or "no patches"
     return dest, f"pristine + series ({len(series.patches)} patches: {names})"
 
@@ -694,7 +661,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             trees.append(("patched", path, desc))
     if args.ablation:
         planted_root = work / "metal-sim" / base.name / "trees"
-        for label, path, desc in list(trees):
+        for label, path, _ in list(trees):
             dest = plant_no_capture(path, planted_root / f"{label}-nocapture")
             trees.append((f"{label}-nocapture", dest,
                           f"{label} with the planted bug: metal/eval.cpp no longer keeps input buffers alive"))
@@ -731,7 +698,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "simulate",
         help="run the Metal lifecycle scenarios on Linux against the simulated Metal runtime",

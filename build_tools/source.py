@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from .bases import BasePin, load_base
 from .errors import MlxForkError
+from .git import git, git_dir, git_output
 from .gittree import tree_id
 from .paths import PRIMARY_BASE, source_from_env, work_dir
 from .proc import say
@@ -92,55 +92,18 @@ def _copy_from_path(base: BasePin, source: Path, dest: Path) -> str:
         raise MlxForkError(f"source {source} does not exist")
     if not os.access(source, os.R_OK | os.X_OK) or not source.is_dir():
         raise MlxForkError(f"source {source} is not a readable directory")
-    git_dir = _git_dir(source)
-    if git_dir is not None:
+    if git_dir(source) is not None:
         return _copy_from_git(base, source, dest)
     say(f"copying plain directory {source} (no .git: verified by git tree hash)")
     shutil.copytree(source, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     return f"directory {source}"
 
 
-def _git_dir(path: Path) -> str | None:
-    proc = subprocess.run(
-        ["git", "-C", str(path), "rev-parse", "--absolute-git-dir"],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        return None
-    # A plain directory that merely sits inside some other repository is not a checkout.
-    top = subprocess.run(
-        ["git", "-C", str(path), "rev-parse", "--is-bare-repository", "--show-toplevel"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    if top and top[0] == "true":
-        return proc.stdout.strip()
-    if len(top) > 1 and Path(top[1]).resolve() == path.resolve():
-        return proc.stdout.strip()
-    return None
-
-
-def _git(source: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(source), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    if proc.returncode != 0:
-        raise MlxForkError(f"git {' '.join(args)} in {source} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
 def _copy_from_git(base: BasePin, source: Path, dest: Path) -> str:
-    bare = _git(source, "rev-parse", "--is-bare-repository") == "true"
+    bare = git_output(source, "rev-parse", "--is-bare-repository") == "true"
     if bare:
         # A bare repository or mirror: take the pinned commit if it holds it.
-        found = subprocess.run(
-            ["git", "-C", str(source), "cat-file", "-e", f"{base.commit}^{{commit}}"],
-            capture_output=True,
-        )
+        found = git(source, "cat-file", "-e", f"{base.commit}^{{commit}}", check=False)
         if found.returncode != 0:
             raise MlxForkError(
                 f"git repository {source} does not contain commit {base.commit} ({base.tag})",
@@ -148,22 +111,18 @@ def _copy_from_git(base: BasePin, source: Path, dest: Path) -> str:
             )
         commit = base.commit
     else:
-        commit = _git(source, "rev-parse", "HEAD")
+        commit = git_output(source, "rev-parse", "HEAD")
         if commit != base.commit:
-            described = subprocess.run(
-                ["git", "-C", str(source), "describe", "--tags", "--always", commit],
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
+            described = git(source, "describe", "--tags", "--always", commit, check=False).stdout.strip()
             raise MlxForkError(
                 f"git checkout {source} is at {commit} ({described}), "
                 f"not the pinned {base.tag} commit {base.commit}",
                 hint=f"git -C {source} checkout {base.tag}",
             )
-        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+        dirty = git_output(source, "status", "--porcelain", "--untracked-files=no")
         if dirty:
             say(f"{source} has local modifications; they are ignored (the pinned commit is copied)")
-    tree = _git(source, "rev-parse", f"{commit}^{{tree}}")
+    tree = git_output(source, "rev-parse", f"{commit}^{{tree}}")
     if tree != base.tree:
         raise MlxForkError(f"commit {commit} has tree {tree}, but the pin says {base.tree}")
     # Export the commit through a throw-away index, so the user's index and
@@ -172,8 +131,8 @@ def _copy_from_git(base: BasePin, source: Path, dest: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         worktree = f"--work-tree={dest.resolve()}"
-        _git(source, worktree, "read-tree", commit, env=env)
-        _git(source, worktree, "checkout-index", "--all", env=env)
+        git_output(source, worktree, "read-tree", commit, env=env)
+        git_output(source, worktree, "checkout-index", "--all", env=env)
     say(f"exported {base.tag} ({commit[:12]}) from git repository {source}")
     return f"git {source} @ {commit}"
 
@@ -211,7 +170,7 @@ def extract_archive(archive: Path, prefix: str, dest: Path) -> str:
     return f"archive {archive.name}"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "source",
         help="make a verified pristine copy of a pinned MLX tree",
@@ -232,6 +191,7 @@ def _cmd_source(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(pristine.to_json(), indent=2))
     else:
-        say(f"{base.tag}: verified commit {pristine.commit[:12]}, tree {pristine.tree[:12]}, {pristine.files} files ({pristine.origin})")
+        say(f"{base.tag}: verified commit {pristine.commit[:12]}, tree {pristine.tree[:12]}, "
+            f"{pristine.files} files ({pristine.origin})")
         print(pristine.path)
     return 0

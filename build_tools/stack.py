@@ -30,20 +30,22 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from . import wheeldir
 from .bases import load_base
 from .digest import sha256_file
 from .errors import MlxForkError
+from .libmlx_probe import parse_probe, probe_command
 from .paths import PRIMARY_BASE, project_root, wheels_dir
-from .proc import say
+from .proc import run, say
 from .tools import env_tool
 
 if sys.version_info >= (3, 11):
@@ -102,41 +104,26 @@ def host_platform() -> str:
         return "macosx_arm64"
     if sys.platform.startswith("linux") and machine in ("x86_64", "aarch64"):
         return f"linux_{machine}"
-    raise MlxForkError(f"venvstacks layers with MLX are made on Linux x86_64/aarch64 or macOS arm64, not {sys.platform}/{machine}")
+    raise MlxForkError("venvstacks layers with MLX are made on Linux x86_64/aarch64 or macOS arm64, "
+                       f"not {sys.platform}/{machine}")
 
 
 
 
-def _parse_wheel(path: Path) -> tuple[str, Version, str]:
-    from packaging.utils import parse_wheel_filename
-
-    name, version, _build, _tags = parse_wheel_filename(path.name)
-    return str(canonicalize_name(name)), version, path.name[:-4].split("-")[-1]
-
-
-def read_provenance(wheel: Path) -> dict | None:
+def read_provenance(wheel: Path) -> dict[str, Any] | None:
     with zipfile.ZipFile(wheel) as zf:
         try:
-            return json.loads(zf.read(PROVENANCE))
+            provenance: dict[str, Any] = json.loads(zf.read(PROVENANCE))
         except KeyError:
             return None
+    return provenance
 
 
 def patched_wheels(directory: Path, base_version: str) -> list[PatchedWheel]:
-    """Wheels in `directory` of this MLX version that carry a local label (ours), newest first."""
-    found: list[tuple[float, PatchedWheel]] = []
-    for path in directory.glob("*.whl"):
-        try:
-            dist, version, platform_tag = _parse_wheel(path)
-        except Exception:
-            continue
-        if version.public != base_version or not version.local:
-            continue
-        if dist != FRONTEND and dist not in {d for ds in BACKENDS.values() for d in ds}:
-            continue
-        found.append((path.stat().st_mtime, PatchedWheel(path, dist, version, platform_tag, sha256_file(path))))
-    found.sort(key=lambda item: (-item[0], item[1].path.name))
-    return [wheel for _, wheel in found]
+    """Our wheels (wheeldir.py) in `directory` of this MLX version, frontends and backends, newest first."""
+    known = {FRONTEND, *(d for ds in BACKENDS.values() for d in ds)}
+    return [PatchedWheel(w.path, w.dist, w.version, w.platform_tag, sha256_file(w.path))
+            for w in wheeldir.patched_wheels(directory, base_version) if w.dist in known]
 
 
 def _macos_target(platform_tag: str) -> tuple[int, int]:
@@ -168,10 +155,7 @@ def choose_backend(wheels: list[PatchedWheel], target: str, backend: str | None)
 
 def choose_frontend(wheels: list[PatchedWheel], backend: PatchedWheel) -> PatchedWheel | None:
     """Our frontend wheel with the backend's label (a --full build), if there is one."""
-    for wheel in wheels:
-        if wheel.dist == FRONTEND and wheel.version == backend.version and wheel.target == backend.target:
-            return wheel
-    return None
+    return next((w for w in wheeldir.same_build_frontend(wheels, backend) if w.target == backend.target), None)
 
 
 # ---------------------------------------------------------------- spec
@@ -228,7 +212,7 @@ def plan_layer(
     target: str | None = None,
     backend: str | None = None,
     python_implementation: str | None = None,
-    existing: dict | None = None,
+    existing: dict[str, Any] | None = None,
 ) -> LayerPlan:
     pin = load_base(base)
     found = patched_wheels(wheels, pin.version)
@@ -255,7 +239,7 @@ def plan_layer(
     )
 
 
-def merge_spec(existing: dict, plan: LayerPlan) -> dict:
+def merge_spec(existing: dict[str, Any], plan: LayerPlan) -> dict[str, Any]:
     """`existing` with our runtime and framework layer added or replaced; other layers kept."""
     spec = {key: list(value) if isinstance(value, list) else value for key, value in existing.items()}
     runtimes = [dict(rt) for rt in spec.get("runtimes", [])]
@@ -297,7 +281,7 @@ def _toml_key(key: str) -> str:
     return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
-def dump_spec(spec: dict, plan: LayerPlan, wheels_rel: str) -> str:
+def dump_spec(spec: dict[str, Any], plan: LayerPlan, wheels_rel: str) -> str:
     """TOML text: plain keys first, then [[runtimes]], [[frameworks]], [[applications]] (and any other arrays of tables)."""
     lines = [
         GENERATED_BY.format(layer=plan.layer),
@@ -311,7 +295,7 @@ def dump_spec(spec: dict, plan: LayerPlan, wheels_rel: str) -> str:
     for key, value in spec.items():
         if key not in tables:
             lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    ordered = [k for k in ("runtimes", "frameworks", "applications") if k in tables]
+    ordered: list[str] = [k for k in ("runtimes", "frameworks", "applications") if k in tables]
     ordered += [k for k in tables if k not in ordered]
     for key in ordered:
         for table in tables[key]:
@@ -322,8 +306,8 @@ def dump_spec(spec: dict, plan: LayerPlan, wheels_rel: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_spec(spec_path: Path, plan: LayerPlan, wheels: Path) -> dict:
-    existing: dict = {}
+def write_spec(spec_path: Path, plan: LayerPlan, wheels: Path) -> dict[str, Any]:
+    existing: dict[str, Any] = {}
     if spec_path.is_file():
         try:
             existing = tomllib.loads(spec_path.read_text(encoding="utf-8"))
@@ -370,8 +354,8 @@ def runtime_download_url(python_implementation: str) -> str | None:
     code = ("import sys; from pbs_installer import get_download_link; "
             "print(get_download_link(sys.argv[1], implementation='cpython', build_dir=False)[1][0])")
     try:
-        proc = subprocess.run([str(python), "-c", code, version], capture_output=True, text=True, timeout=60)
-    except OSError:
+        proc = run([python, "-c", code, version], step="pbs_installer download link", check=False, timeout=60)
+    except (MlxForkError, OSError):
         return None
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
@@ -379,12 +363,7 @@ def runtime_download_url(python_implementation: str) -> str | None:
 def run_venvstacks(args: list[str], spec_dir: Path, log: Path) -> None:
     cmd = venvstacks_command() + args
     say(f"running {' '.join(['venvstacks', *args])}")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as fh:
-        fh.write(f"$ {' '.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, cwd=spec_dir, stdout=fh, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "COLUMNS": "200"})
+    proc = run(cmd, step=f"venvstacks {args[0]}", cwd=spec_dir, env={"COLUMNS": "200"}, log=log, check=False)
     if proc.returncode != 0:
         text = log.read_text(encoding="utf-8", errors="replace")
         if "pbs_installer" in text and "ConnectError" in text:
@@ -491,45 +470,9 @@ def check_lock(spec_dir: Path, plan: LayerPlan) -> list[str]:
     return problems
 
 
-PROBE = r"""
-import ctypes, hashlib, json, os, sys
-import mlx.core as mx
-loaded = None
-if sys.platform == "darwin":
-    dyld = ctypes.CDLL(None)
-    dyld._dyld_get_image_name.restype = ctypes.c_char_p
-    for i in range(dyld._dyld_image_count()):
-        name = dyld._dyld_get_image_name(i).decode()
-        if os.path.basename(name).startswith("libmlx."):
-            loaded = name
-            break
-else:
-    with open("/proc/self/maps") as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) >= 6 and os.path.basename(parts[-1]).startswith("libmlx."):
-                loaded = parts[-1]
-                break
-prov = None
-for entry in sys.path:
-    candidate = os.path.join(entry, "mlx", "lib", "mlx-fork.json")
-    if os.path.isfile(candidate):
-        prov = candidate
-        break
-print(json.dumps({
-    "version": mx.__version__,
-    "loaded": os.path.realpath(loaded) if loaded else None,
-    "loaded_sha256": hashlib.sha256(open(loaded, "rb").read()).hexdigest() if loaded else None,
-    "provenance_path": os.path.realpath(prov) if prov else None,
-    "provenance": json.load(open(prov)) if prov else None,
-    "sum": (mx.array([1.0, 2.0, 3.0]) * 2 + 1).sum().item(),
-}))
-"""
-
-
 @dataclass
 class LayerCheck:
-    probe: dict = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -549,13 +492,14 @@ def layer_python(export_dir: Path, plan: LayerPlan) -> Path:
 def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
     """Run the exported framework layer's Python and prove it loads the patched libmlx."""
     python = layer_python(export_dir, plan)
-    proc = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, timeout=300)
+    proc = run(probe_command(python, isolated=False), step="import mlx.core in the exported layer", check=False,
+               timeout=300)
     check = LayerCheck()
     if proc.returncode != 0:
         check.problems.append(f"import mlx.core in the exported layer failed (exit {proc.returncode}): "
                               + (proc.stderr.strip().splitlines() or ["no output"])[-1])
         return check
-    check.probe = probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    check.probe = probe = parse_probe(proc.stdout)
     expected = read_provenance(plan.backend.path)
     layer_root = (export_dir / plan.framework_env).resolve()
     if expected is None:
@@ -575,14 +519,14 @@ def check_exported_layer(export_dir: Path, plan: LayerPlan) -> LayerCheck:
         check.problems.append("the layer's mlx/lib/mlx-fork.json differs from the wheel's")
     elif probe.get("provenance_path") and not Path(probe["provenance_path"]).is_relative_to(layer_root):
         check.problems.append(f"provenance {probe['provenance_path']} is not inside the exported layer")
-    if probe.get("sum") != 15.0:
-        check.problems.append(f"(a*2+1).sum() of [1,2,3] gave {probe.get('sum')}, not 15.0")
+    if probe.get("value") != 15.0:
+        check.problems.append(f"(a*2+1).sum() of [1,2,3] gave {probe.get('value')}, not 15.0")
     return check
 
 
 # ---------------------------------------------------------------- CLI
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "stack",
         help="write/update a venvstacks framework layer with the patched wheels; optionally lock, build, export, check",
@@ -641,7 +585,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     problems = check_lock(spec_dir, plan)
     if problems:
         raise MlxForkError("the layer lock does not pin the patched wheels by their hashes:\n  " + "\n  ".join(problems))
-    say(f"lock {lock_file(spec_dir, plan).relative_to(spec_dir)} pins {plan.backend.path.name} by sha256 {plan.backend.sha256[:16]}...")
+    say(f"lock {lock_file(spec_dir, plan).relative_to(spec_dir)} pins {plan.backend.path.name} "
+        f"by sha256 {plan.backend.sha256[:16]}...")
     if not build:
         return 0
     run_venvstacks(["build", SPEC_NAME, *index_args], spec_dir, log)

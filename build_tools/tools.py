@@ -20,12 +20,12 @@ import importlib.util
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import MlxForkError
+from .proc import version_line
 from .profiles import DEFAULT_CMAKE_MINIMUM
 
 
@@ -117,8 +117,4 @@ def _cmake_at_least(program: str, minimum: tuple[int, int]) -> bool:
 
 
 def _version_line(program: str) -> str:
-    try:
-        proc = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return (proc.stdout or proc.stderr).strip().split("\n", 1)[0]
+    return version_line([program, "--version"]) or ""

@@ -17,70 +17,24 @@ API the stock frontend was compiled against, so it forces full packaging.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import venv
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import MlxForkError
+from .libmlx_probe import parse_probe, probe_command
 from .manifest import Manifest, compare_provenance
 from .paths import wheels_dir, work_dir
 from .proc import run, say
+from .virtualenvs import create_venv
+from .wheeldir import frontend_for_this_python, frontends, patched_wheels
 from .wheelfile import wheel_info
-
-PROBE = r"""
-import hashlib, json, os, sys
-import mlx.core as mx
-
-
-def loaded_libmlx():
-    # The libmlx file the dynamic loader actually mapped into this process.
-    if sys.platform == "darwin":  # no /proc: ask dyld for its image list
-        import ctypes
-        dyld = ctypes.CDLL("/usr/lib/libSystem.B.dylib")
-        dyld._dyld_image_count.restype = ctypes.c_uint32
-        dyld._dyld_get_image_name.restype = ctypes.c_char_p
-        dyld._dyld_get_image_name.argtypes = [ctypes.c_uint32]
-        for i in range(dyld._dyld_image_count()):
-            path = dyld._dyld_get_image_name(i).decode()
-            if os.path.basename(path).startswith("libmlx."):
-                return path
-        return None
-    with open("/proc/self/maps") as fh:
-        for line in fh:
-            fields = line.split()
-            path = fields[-1] if len(fields) >= 6 else ""
-            if os.path.basename(path).startswith("libmlx."):
-                return path
-    return None
-
-
-lib = loaded_libmlx()
-# mlx is a namespace-like package spread over the frontend and backend wheels;
-# mlx.core (the frontend's extension module) sits in the installed mlx/ dir.
-pkg = os.path.dirname(os.path.realpath(mx.__file__))
-prov_path = os.path.join(pkg, "lib", "mlx-fork.json")
-prov = json.load(open(prov_path)) if os.path.exists(prov_path) else None
-installed = os.path.join(pkg, "lib", sys.argv[1])
-a = mx.array([1.0, 2.0, 3.0])
-value = (a * 2 + 1).sum().item()
-print(json.dumps({
-    "version": mx.__version__,
-    "loaded": os.path.realpath(lib) if lib else None,
-    "installed": os.path.realpath(installed),
-    "installed_sha256": hashlib.sha256(open(installed, "rb").read()).hexdigest() if os.path.exists(installed) else None,
-    "provenance": prov,
-    "value": value,
-    "default_device": str(mx.default_device()),
-}))
-"""
 
 
 # Without a GPU driver a CUDA backend cannot be imported (libmlx NEEDs
@@ -122,7 +76,7 @@ class VerifyResult:
     version: str
     loaded_library: str
     checks: list[str] = field(default_factory=list)  # what was proven, one line each
-    abi: "AbiReport | None" = None
+    abi: AbiReport | None = None
     left_for_gpu: str | None = None  # checks that need a GPU and were not run here
 
 
@@ -145,7 +99,7 @@ def _nm(library: Path, defined: bool) -> dict[str, str]:
         cmd = ["nm", "-g", "-P", str(library)]
     else:
         cmd = ["nm", "-D", "--defined-only" if defined else "--undefined-only", "--format=posix", str(library)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = run(cmd, step=f"nm {library.name}", check=False)
     if proc.returncode != 0:
         raise MlxForkError(f"nm failed on {library}: {proc.stderr.strip()}", hint="install binutils")
     symbols: dict[str, str] = {}
@@ -190,7 +144,7 @@ def abi_diff(stock: dict[str, str] | set[str], patched: dict[str, str] | set[str
     A removed symbol fails unless it is weak/unique (and the stock frontend does
     not import it), or belongs to a dependency the build disabled on purpose.
     """
-    stock_kinds = stock if isinstance(stock, dict) else {name: "T" for name in stock}
+    stock_kinds = stock if isinstance(stock, dict) else dict.fromkeys(stock, "T")
     imported = imported or set()
     patterns = [re.compile(CONFIGURED_AWAY[name]) for name in (configured_away or []) if name in CONFIGURED_AWAY]
     removed, weak, configured = [], [], []
@@ -209,7 +163,7 @@ def abi_diff(stock: dict[str, str] | set[str], patched: dict[str, str] | set[str
 def demangle(symbols: list[str]) -> list[str]:
     if not symbols or shutil.which("c++filt") is None:
         return symbols
-    proc = subprocess.run(["c++filt"], input="\n".join(symbols), capture_output=True, text=True)
+    proc = run(["c++filt"], step="c++filt", check=False, input="\n".join(symbols))
     out = proc.stdout.splitlines()
     return out if len(out) == len(symbols) else symbols
 
@@ -217,7 +171,7 @@ def demangle(symbols: list[str]) -> list[str]:
 def frontend_module(frontend_wheel: Path) -> str | None:
     with zipfile.ZipFile(frontend_wheel) as zf:
         for name in zf.namelist():
-            if name.startswith("mlx/core.") and (name.endswith(".so") or name.endswith(".pyd")):
+            if name.startswith("mlx/core.") and name.endswith((".so", ".pyd")):
                 return name
     return None
 
@@ -243,25 +197,7 @@ def abi_gate(stock_wheel: Path, wheel: Path, library: str, frontend_wheel: Path 
         return abi_diff(exported_symbols(stock_lib), exported_symbols(our_lib), imported, configured_away)
 
 
-def installed_headers_touched(patches: list) -> dict[str, list[str]]:
-    """patch name -> installed headers (mlx/include/mlx/...) it changes."""
-    from .series import is_installed_header
-
-    touched: dict[str, list[str]] = {}
-    for patch in patches:
-        headers = [p for p in patch.touched_paths if is_installed_header(p)]
-        if headers:
-            touched[patch.name] = headers
-    return touched
-
-
 # ---------------------------------------------------------------- install and probe
-
-
-def make_venv(path: Path) -> Path:
-    venv.EnvBuilder(with_pip=True, clear=True, symlinks=True).create(path)
-    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    return python
 
 
 def pip_install(python: Path, requirements: list[str], *, index_url: str | None, find_links: list[Path],
@@ -278,31 +214,22 @@ def pip_install(python: Path, requirements: list[str], *, index_url: str | None,
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PIP_") or k in ("PIP_CERT", "PIP_DEFAULT_TIMEOUT")}
     env["PIP_CONFIG_FILE"] = os.devnull
-    argv = cmd + requirements
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as fh:
-            fh.write("$ " + " ".join(argv) + "\n")
-            fh.flush()
-            proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, text=True)
-        detail = f"see {log}"
-    else:
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-        detail = (proc.stdout + proc.stderr).strip()[-1500:]
+    proc = run(cmd + requirements, step="pip install in the fresh venv", env=env, inherit_env=False, log=log,
+               check=False)
+    detail = f"see {log}" if log is not None else (proc.stdout + proc.stderr).strip()[-1500:]
     if proc.returncode != 0:
         raise MlxForkError(f"pip install in the fresh venv failed (exit {proc.returncode})", hint=detail)
 
 
-def probe(python: Path, library: str) -> dict:
-    # -I: isolated mode, so neither the working directory nor PYTHON* variables
-    # can put another `mlx` in front of the installed one.
+def probe(python: Path, library: str) -> dict[str, Any]:
+    """What the fresh venv loads (libmlx_probe.py), run isolated from an empty directory."""
     with tempfile.TemporaryDirectory() as empty:
-        proc = run([str(python), "-I", "-c", PROBE, library], step="import mlx.core in the fresh venv",
+        proc = run(probe_command(python, isolated=True, library=library), step="import mlx.core in the fresh venv",
                    cwd=Path(empty))
-    lines = proc.stdout.strip().splitlines()
-    if not lines:
-        raise MlxForkError("the probe printed nothing")
-    return json.loads(lines[-1])
+    try:
+        return parse_probe(proc.stdout)
+    except ValueError as exc:
+        raise MlxForkError(str(exc)) from None
 
 
 def verify_wheel(
@@ -333,19 +260,19 @@ def verify_wheel(
         raise MlxForkError(f"{wheel.name} has version {info.version}, the manifest says {version}")
     result = VerifyResult(wheel.name, version, "")
     # Full packaging publishes its own labelled frontend; an overlay runs under the stock one.
-    own_frontend = any(wheel_dir.glob(f"mlx-{version}-*.whl"))
+    own_frontend = any(frontends(wheel_dir, version))
     requirements = [f"mlx=={version if own_frontend else manifest.base_version}", f"{info.name}=={version}"]
     tmp = Path(tempfile.mkdtemp(prefix="mlx-fork-verify-", dir=work_dir() if work_dir().is_dir() else None))
     try:
         env_dir = keep_venv or tmp / "venv"
         say(f"verify: fresh venv, pip install {' '.join(requirements)} (via {via})")
-        python = make_venv(env_dir)
+        python = create_venv(env_dir, with_pip=True)
         if via == "index":
             simple = wheel_dir / "simple"
             if not (simple / "index.html").is_file():
                 raise MlxForkError(f"{simple} has no index", hint="mlx-fork index")
             # The frontend comes from the index too when it was mirrored there; else PyPI.
-            has_frontend = any(wheel_dir.glob(f"mlx-{manifest.base_version}-*.whl"))
+            has_frontend = any(frontends(wheel_dir, manifest.base_version))
             pip_install(python, requirements, index_url=simple.resolve().as_uri(), find_links=[], log=log,
                         extra_index=not has_frontend)
         elif via == "find-links":
@@ -360,7 +287,7 @@ def verify_wheel(
             found = probe(python, library)
             problems = check_imported(found, manifest, result)
         if stock_wheel is not None:
-            frontend = frontend_wheel or host_frontend_wheel(wheel_dir, version if own_frontend
+            frontend = frontend_wheel or frontend_for_this_python(wheel_dir, version if own_frontend
                                                              else manifest.base_version)
             problems += check_abi(abi_gate(stock_wheel, wheel, library, frontend, configured_away),
                                   frontend, abi_must_pass, result)
@@ -457,13 +384,6 @@ def check_abi(report: "AbiReport", frontend: Path | None, abi_must_pass: bool, r
 # ---------------------------------------------------------------- CLI
 
 
-def host_frontend_wheel(directory: Path, version: str) -> Path | None:
-    """The stock `mlx` frontend wheel for this Python in `directory`, if mirrored there."""
-    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
-    found = sorted(directory.glob(f"mlx-{version}-{tag}-*.whl"))
-    return found[0] if found else None
-
-
 def abi_summary(report: AbiReport) -> str:
     lines = [f"removed (breaking): {len(report.removed)}"]
     lines += [f"  - {s}" for s in demangle(report.removed)]
@@ -484,15 +404,15 @@ def manifest_for(directory: Path, wheel: Path) -> Path:
     return manifest_store(directory) / (wheel.name + ".json")
 
 
-def latest_wheel(directory: Path, dist: str | None = None) -> Path:
-    candidates = [p for p in directory.glob("*.whl") if "+" in p.name
-                  and (dist is None or wheel_info(p).name == dist)]
-    if not candidates:
+def latest_wheel(directory: Path) -> Path:
+    """The newest of our wheels (wheeldir.py) in `directory`."""
+    ours = patched_wheels(directory)
+    if not ours:
         raise MlxForkError(f"no patched wheel in {directory}", hint="mlx-fork build")
-    return max(candidates, key=lambda p: p.stat().st_mtime)
+    return ours[0].path
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "verify",
         help="install a patched wheel in a fresh venv as a user would and prove it is the one loaded",
@@ -512,8 +432,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .bases import load_base
-    from .package import fetch_stock_wheel
     from .profiles import get_profile
+    from .stockwheels import fetch_stock_wheel
 
     directory = (args.dir or wheels_dir()).resolve()
     wheel = (args.wheel or latest_wheel(directory)).resolve()

@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import DEP3, Upstream, add_to_series, git, make_patch
 
 from build_tools import patchqueue
 from build_tools.cli import main
 from build_tools.series import parse_patch
-from conftest import DEP3, Upstream, add_to_series, git, make_patch
 
 
 def _headers(applied_upstream: str) -> str:

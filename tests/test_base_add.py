@@ -19,8 +19,10 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from conftest import Upstream, git
 
 from build_tools import base_add
 from build_tools.base_add import (
@@ -37,8 +39,6 @@ from build_tools.bases import load_base
 from build_tools.cli import main
 from build_tools.errors import MlxForkError
 from build_tools.pypi import DistFile, RecordedIndex, RecordingIndex, requires_dist, wheel_metadata_by_ranges
-
-from conftest import Upstream, git
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -172,14 +172,14 @@ def test_recorded_responses_round_trip(tmp_path: Path) -> None:
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
     payload = b""
-    requested: list[str] = []
+    requested: ClassVar[list[str]] = []
 
-    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_HEAD(self) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.payload)))
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.endswith(".metadata"):
             self.send_response(404)
             self.send_header("Content-Length", "0")
@@ -287,7 +287,7 @@ def test_git_pinner_resolves_a_tag_and_subtrees(upstream: Upstream) -> None:
     commit, trees = pinner.resolve("fmt", "https://example.invalid/fmt", "v0.1.0", [".", "mlx"])
     assert commit == upstream.v1_commit
     assert trees == [upstream.v1_tree, git(upstream.repo, "rev-parse", "v0.1.0:mlx")]
-    with pytest.raises(MlxForkError, match="has no tag v9.9.9"):
+    with pytest.raises(MlxForkError, match=r"has no tag v9\.9\.9"):
         pinner.resolve("fmt", "https://example.invalid/fmt", "v9.9.9", ["."])
 
 

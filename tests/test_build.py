@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Upstream
 
 from build_tools import build as build_mod
+from build_tools import compile as compile_mod
 from build_tools.cli import main, make_parser
 from build_tools.errors import MlxForkError
 from build_tools.manifest import Manifest, compare_provenance, make_label, normalize_cmake_args
 from build_tools.profiles import MACOS_TARGETS, get_profile
-from conftest import Upstream
 
 LABEL = re.compile(r"^fork\.\d+\.h[0-9a-f]{10}$")
 
@@ -111,7 +112,7 @@ def test_sync_touches_only_changed_files(tmp_path: Path) -> None:
     (src / ".git" / "HEAD").write_text("ref\n")
     (src / ".mlx-fork-pristine.json").write_text("{}")
     (src / "link").symlink_to("mlx")
-    first = build_mod.sync_tree(src, dest)
+    first = compile_mod.sync_tree(src, dest)
     assert sorted(first.copied) == ["CMakeLists.txt", "link", "mlx/a.cpp", "mlx/b.cpp", "mlx/gone.h"]
     assert not (dest / ".git").exists() and not (dest / ".mlx-fork-pristine.json").exists()
     assert (dest / "link").is_symlink()
@@ -122,20 +123,20 @@ def test_sync_touches_only_changed_files(tmp_path: Path) -> None:
     (src / "mlx" / "b.cpp").write_text("b patched\n")
     (src / "mlx" / "gone.h").unlink()
     (src / "mlx" / "new.cpp").write_text("n\n")
-    second = build_mod.sync_tree(src, dest)
+    second = compile_mod.sync_tree(src, dest)
     assert second.copied == ["mlx/b.cpp", "mlx/new.cpp"]
     assert second.removed == ["mlx/gone.h"]
     assert (dest / "mlx" / "b.cpp").read_text() == "b patched\n"
     assert (dest / "mlx" / "a.cpp").stat().st_mtime == pytest.approx(old)  # untouched: no rebuild
     assert (dest / "mlx" / "b.cpp").stat().st_mtime > old + 500
-    assert build_mod.sync_tree(src, dest) == build_mod.SyncReport([], [])
+    assert compile_mod.sync_tree(src, dest) == compile_mod.SyncReport([], [])
 
 
 def test_sync_keeps_executable_bits(tmp_path: Path) -> None:
     src = tmp_path / "s"
     _tree(src, {"tools/run.sh": "#!/bin/sh\n"})
     (src / "tools" / "run.sh").chmod(0o755)
-    build_mod.sync_tree(src, tmp_path / "d")
+    compile_mod.sync_tree(src, tmp_path / "d")
     assert (tmp_path / "d" / "tools" / "run.sh").stat().st_mode & stat.S_IXUSR
 
 
@@ -159,9 +160,9 @@ def test_configure_runs_once_per_argument_set(tmp_path: Path, monkeypatch: pytes
     tree, build = tmp_path / "src", tmp_path / "build"
     tree.mkdir()
     log = tmp_path / "configure.log"
-    assert build_mod.configure(tree, build, ["-DA=1"], log, {}) is True
-    assert build_mod.configure(tree, build, ["-DA=1"], log, {}) is False
-    assert build_mod.configure(tree, build, ["-DA=2"], log, {}) is True
+    assert compile_mod.configure(tree, build, ["-DA=1"], log, {}) is True
+    assert compile_mod.configure(tree, build, ["-DA=1"], log, {}) is False
+    assert compile_mod.configure(tree, build, ["-DA=2"], log, {}) is True
     assert len(calls.read_text().splitlines()) == 2
 
 
@@ -173,7 +174,7 @@ def test_ninja_failure_names_the_step_and_the_log(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     log = tmp_path / "logs" / "compile.log"
     with pytest.raises(MlxForkError) as err:
-        build_mod.ninja(tmp_path, "mlx", log, {})
+        compile_mod.ninja(tmp_path, "mlx", log, {})
     assert "compile (ninja mlx) failed" in str(err.value)
     assert str(log) in str(err.value)
     assert "error: boom" in log.read_text()
@@ -187,7 +188,7 @@ def test_ninja_progress_and_success(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     lock = tmp_path / "lock"
     monkeypatch.setenv("MLX_FORK_BUILD_LOCK", str(lock))
-    assert build_mod.ninja(tmp_path, "mlx", tmp_path / "c.log", {}) == 2
+    assert compile_mod.ninja(tmp_path, "mlx", tmp_path / "c.log", {}) == 2
     err = capsys.readouterr().err
     assert "[2/2] 100%" in err
     assert lock.exists()
@@ -195,12 +196,13 @@ def test_ninja_progress_and_success(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_compile_tree_refuses_a_missing_library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bin_dir = tmp_path / "bin"
-    _fake_tool(bin_dir, "cmake", 'while [ $# -gt 0 ]; do if [ "$1" = -B ]; then mkdir -p "$2"; touch "$2/build.ninja"; fi; shift; done\n')
+    _fake_tool(bin_dir, "cmake",
+               'while [ $# -gt 0 ]; do if [ "$1" = -B ]; then mkdir -p "$2"; touch "$2/build.ninja"; fi; shift; done\n')
     _fake_tool(bin_dir, "ninja", 'echo "[1/1] Linking CXX static library libmlx.a"\n')
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     (tmp_path / "src").mkdir()
     with pytest.raises(MlxForkError, match="BUILD_SHARED_LIBS"):
-        build_mod.compile_tree(tmp_path / "src", tmp_path / "build", [], tmp_path / "logs", work=tmp_path,
+        compile_mod.compile_tree(tmp_path / "src", tmp_path / "build", [], tmp_path / "logs", work=tmp_path,
                                profile=get_profile("linux-cpu"))
 
 
@@ -270,7 +272,7 @@ def test_profile_defaults_follow_ci_environment(monkeypatch: pytest.MonkeyPatch)
 def test_every_linux_stock_backend_is_pinned(base_name: str, platform_name: str, machine: str, cuda: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from build_tools.bases import load_base
-    from build_tools.package import stock_backend_filename, stock_pins
+    from build_tools.stockwheels import stock_backend_filename, stock_pins
 
     monkeypatch.setenv("MLX_FORK_CUDA", cuda)
     base = load_base(base_name, Path(__file__).resolve().parent.parent / "patches")
@@ -279,10 +281,12 @@ def test_every_linux_stock_backend_is_pinned(base_name: str, platform_name: str,
 
 
 def test_a_slot_takes_one_build_at_a_time(tmp_path: Path) -> None:
-    with build_mod.slot_lock(tmp_path / "slot"):
-        with pytest.raises(MlxForkError, match="another mlx-fork build is using"):
-            with build_mod.slot_lock(tmp_path / "slot"):
-                pass
+    with (
+        build_mod.slot_lock(tmp_path / "slot"),
+        pytest.raises(MlxForkError, match="another mlx-fork build is using"),
+        build_mod.slot_lock(tmp_path / "slot"),
+    ):
+        pass
     with build_mod.slot_lock(tmp_path / "slot"):  # released again
         pass
 
@@ -309,7 +313,8 @@ def test_compile_command_runs_configure_and_ninja_on_a_patched_tree(
     calls = tmp_path / "calls"
     _fake_tool(bin_dir, "cmake", f'echo "cmake $@" >> {calls}\nwhile [ $# -gt 0 ]; do if [ "$1" = -B ]; then '
                'mkdir -p "$2"; touch "$2/build.ninja"; fi; shift; done\n')
-    _fake_tool(bin_dir, "ninja", f'echo "ninja $@" >> {calls}\ntouch "$2/libmlx.so"\necho "[1/1] Linking CXX shared library libmlx.so"\n')
+    _fake_tool(bin_dir, "ninja",
+               f'echo "ninja $@" >> {calls}\ntouch "$2/libmlx.so"\necho "[1/1] Linking CXX shared library libmlx.so"\n')
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("MLX_FORK_WORK", str(tmp_path / "work"))
     monkeypatch.delenv("MLX_FORK_BUILD_LOCK", raising=False)

@@ -11,16 +11,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_package import make_wheel
 
 from build_tools import build as build_mod
-from build_tools import package, patchqueue, source, verify
+from build_tools import package, patchqueue, source, stockwheels, verify
 from build_tools.bases import load_base
 from build_tools.deps import Provisioned
 from build_tools.errors import MlxForkError
 from build_tools.profiles import get_profile
 from build_tools.wheelfile import rewrite_wheel
-
-from test_package import make_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,8 +77,8 @@ def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(build_mod, "compile_tree", fake_compile)
     monkeypatch.setattr(build_mod, "provision",
                         lambda *a, **k: Provisioned(["-DUSE_SYSTEM_FMT=ON"], {"fmt": "system fmt 9"}))
-    monkeypatch.setattr(package, "fetch_stock_wheel", lambda *a, **k: stock)
-    monkeypatch.setattr(package, "fetch_frontend_wheels", lambda *a, **k: [])
+    monkeypatch.setattr(stockwheels, "fetch_stock_wheel", lambda *a, **k: stock)
+    monkeypatch.setattr(stockwheels, "fetch_frontend_wheels", lambda *a, **k: [])
     monkeypatch.setattr(package, "overlay_wheel", fake_overlay)
     monkeypatch.setattr(verify, "verify_wheel", fake_verify)
     opts = build_mod.BuildOptions(base=load_base("v0.31.1", project / "patches"),

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from build_tools.build import STAGING_PREFIX, remove_stale_staging

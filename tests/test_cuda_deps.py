@@ -9,13 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import git
 
 from build_tools import cuda_deps, deps
 from build_tools.bases import BasePin, Dependency, Export, Library, load_base
 from build_tools.errors import MlxForkError
 from build_tools.profiles import CUDA_RELEASE_ARCHITECTURES, get_profile
-
-from conftest import git
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +62,7 @@ def test_git_export_takes_only_the_pinned_subtree_and_verifies_it(tmp_path: Path
 
 def test_git_export_refuses_a_tree_that_is_not_the_pin(tmp_path: Path, upstream_lib) -> None:
     repo, commit, _ = upstream_lib
-    with pytest.raises(MlxForkError, match="base.toml pins 000000000000"):
+    with pytest.raises(MlxForkError, match=r"base.toml pins 000000000000"):
         cuda_deps.fetch_git_export(tmp_path / "work", git_dep(commit, "0" * 40), str(repo))
     assert not list((tmp_path / "work" / "downloads" / "deps").glob("lib-*"))  # nothing half-written
 

@@ -1,7 +1,8 @@
 from pathlib import Path
 
-from build_tools.gittree import hash_object, tree_id
 from conftest import Upstream, git
+
+from build_tools.gittree import hash_object, tree_id
 
 
 def test_tree_id_matches_git_for_files_exec_bits_and_symlinks(upstream: Upstream, tmp_path: Path) -> None:

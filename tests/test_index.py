@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_package import make_wheel
 
 from build_tools.cli import main
 from build_tools.index import write_index
-
-from test_package import make_wheel
 
 
 def _pip_env() -> dict[str, str]:

@@ -30,7 +30,7 @@ def selftest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lib = metal_sim.build_runtime(out, tc)
     exe = out / "selftest"
     proc = subprocess.run(
-        [tc.cxx, *metal_sim.CXXFLAGS, f"-I{metal_sim.INCLUDE_DIR}", str(SELFTEST), "-o", str(exe),
+        [tc.cxx, *metal_sim.CXXFLAGS, *metal_sim.INCLUDE_ARGS, str(SELFTEST), "-o", str(exe),
          f"-L{out}", "-lmetalsim", f"-Wl,-rpath,{out}", *tc.link_flags()],
         capture_output=True, text=True,
     )
@@ -51,7 +51,7 @@ def selftest_tsan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     metal_sim.build_runtime(out, tc, sanitize="thread")
     exe = out / "selftest"
     proc = subprocess.run(
-        [tc.cxx, "-fsanitize=thread", *metal_sim.CXXFLAGS, f"-I{metal_sim.INCLUDE_DIR}", str(SELFTEST), "-o",
+        [tc.cxx, "-fsanitize=thread", *metal_sim.CXXFLAGS, *metal_sim.INCLUDE_ARGS, str(SELFTEST), "-o",
          str(exe), f"-L{out}", "-lmetalsim", f"-Wl,-rpath,{out}", *tc.link_flags()],
         capture_output=True, text=True,
     )

@@ -10,14 +10,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.version import InvalidVersion
+from stockwheels import stock_wheel
 
-from build_tools import package
+from build_tools import package, stockwheels
 from build_tools.errors import MlxForkError
 from build_tools.manifest import Manifest
 from build_tools.profiles import get_profile
 from build_tools.wheelfile import check_record, metadata_field, record_digest, rewrite_wheel, wheel_info, wheel_tags
-
-from stockwheels import stock_wheel
 
 
 def make_wheel(directory: Path, name: str = "demo_pkg", version: str = "1.0", files: dict | None = None,
@@ -53,17 +53,17 @@ def test_rewrite_sets_version_replaces_adds_and_keeps_record_honest(tmp_path: Pa
         names = zf.namelist()
         assert zf.read("demo_pkg/lib.so") == b"new!"
         assert zf.read("demo_pkg/__init__.py") == b"A\n"
-    assert "demo_pkg-1.0+fork.1.habc.dist-info/RECORD" == names[-1]
+    assert names[-1] == "demo_pkg-1.0+fork.1.habc.dist-info/RECORD"
     assert not any(n.startswith("demo_pkg-1.0.dist-info/") for n in names)
 
 
 def test_rewrite_refuses_bad_requests(tmp_path: Path) -> None:
     src = make_wheel(tmp_path / "in")
-    with pytest.raises(MlxForkError, match="no demo_pkg/missing.so to replace"):
+    with pytest.raises(MlxForkError, match=r"no demo_pkg/missing.so to replace"):
         rewrite_wheel(src, tmp_path / "out", replace={"demo_pkg/missing.so": b""})
     with pytest.raises(MlxForkError, match="already has"):
         rewrite_wheel(src, tmp_path / "out", add={"demo_pkg/__init__.py": b""})
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidVersion):
         rewrite_wheel(src, tmp_path / "out", version="not a version")
     assert not list((tmp_path / "out").glob("*")) or not list((tmp_path / "out").glob("*.part"))
 
@@ -91,7 +91,7 @@ def test_plan_linux_fixup_maps_onto_vendored_copies() -> None:
     fix = package.plan_linux_fixup(ours, stock, "$ORIGIN/../../mlx_cpu.libs", vendored)
     assert fix.replaced == {"libblas.so.3": "libblas-bd8a282c.so.3.10.0",
                             "liblapack.so.3": "liblapack-86b2c207.so.3.10.0"}
-    with pytest.raises(MlxForkError, match="libopenblas.so.0, which the stock wheel does not vendor"):
+    with pytest.raises(MlxForkError, match=r"libopenblas.so.0, which the stock wheel does not vendor"):
         package.plan_linux_fixup(ours + ["libopenblas.so.0"], stock, "", vendored)
 
 
@@ -185,7 +185,7 @@ def test_linux_overlay_refuses_a_library_needing_unvendored_libs(tmp_path: Path,
     src.write_text("int f(void) { return 1; }\n")
     lib = tmp_path / "libmlx.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(lib), str(src), "-Wl,--no-as-needed", "-lz"], check=True)
-    with pytest.raises(MlxForkError, match="libz.so.1, which the stock wheel does not vendor"):
+    with pytest.raises(MlxForkError, match=r"libz.so.1, which the stock wheel does not vendor"):
         package.overlay_wheel(stock_cpu, lib, get_profile("linux-cpu"), cpu_manifest(), tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.whl")) if (tmp_path / "out").exists() else True
 
@@ -195,14 +195,14 @@ def test_stock_wheel_pin_mismatch_is_refused(tmp_path: Path, stock_cpu: Path, mo
     from build_tools.bases import load_base
 
     base = load_base("v0.31.1", Path(__file__).resolve().parent.parent / "patches")
-    cache = package.stock_cache(tmp_path, base)
+    cache = stockwheels.stock_cache(tmp_path, base)
     cache.mkdir(parents=True)
     tampered = cache / stock_cpu.name
     tampered.write_bytes(stock_cpu.read_bytes() + b"x")
     with pytest.raises(MlxForkError, match="does not match the pin"):
-        package.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path)
+        stockwheels.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path)
     tampered.write_bytes(stock_cpu.read_bytes())
-    assert package.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path) == tampered
+    assert stockwheels.fetch_stock_wheel(base, get_profile("linux-cpu"), tmp_path) == tampered
 
 
 # ---------------------------------------------------------------- full packaging helpers

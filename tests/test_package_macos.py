@@ -15,13 +15,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from stockwheels import stock_wheel
 
-from build_tools import deps, package
+from build_tools import deps, package, stockwheels
 from build_tools.manifest import Manifest
 from build_tools.profiles import MACOS_TARGETS, get_profile
 from build_tools.wheelfile import check_record, metadata_field, wheel_info, wheel_tags
-
-from stockwheels import stock_wheel
 
 pytestmark = pytest.mark.network
 
@@ -111,4 +110,4 @@ def test_every_shipped_deployment_target_has_a_pinned_stock_wheel(target: str) -
     profile = get_profile("macos-metal", target)
     for name in ("v0.31.1", "v0.32.1"):
         base = load_base(name, Path(__file__).resolve().parent.parent / "patches")
-        assert package.stock_backend_filename(base, profile) in package.stock_pins(base)
+        assert stockwheels.stock_backend_filename(base, profile) in stockwheels.stock_pins(base)

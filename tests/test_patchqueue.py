@@ -3,6 +3,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import SCHEDULER_V1, Upstream, add_to_series, git, make_patch
 
 from build_tools import patchqueue
 from build_tools.bases import load_base
@@ -10,7 +11,6 @@ from build_tools.cli import main
 from build_tools.errors import MlxForkError
 from build_tools.series import load_series
 from build_tools.source import prepare_source
-from conftest import SCHEDULER_V1, Upstream, add_to_series, git, make_patch
 
 
 def _pristine(base: str, upstream: Upstream, tmp_path: Path) -> Path:
@@ -24,9 +24,12 @@ def _pristine(base: str, upstream: Upstream, tmp_path: Path) -> Path:
 def three_patches(project: Path, upstream: Upstream) -> Path:
     """v0.1.0 series: one upstream fixes in v0.2.0, one that conflicts there, one that carries."""
     d = project / "patches" / "v0.1.0"
-    p1 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 3\n", "line 3 (fixed upstream)\n")}, "fix line three", name="0001-fix-line-three.patch")
-    p2 = make_patch(upstream, d, {"mlx/array.cpp": ("// array line 1\n", "// array line 1 ours\n")}, "array top", name="0002-array-top.patch")
-    p3 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 20\n", "line 20 ours\n")}, "scheduler twenty", name="0003-scheduler-twenty.patch")
+    p1 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 3\n", "line 3 (fixed upstream)\n")}, "fix line three",
+                    name="0001-fix-line-three.patch")
+    p2 = make_patch(upstream, d, {"mlx/array.cpp": ("// array line 1\n", "// array line 1 ours\n")}, "array top",
+                    name="0002-array-top.patch")
+    p3 = make_patch(upstream, d, {"mlx/scheduler.cpp": ("line 20\n", "line 20 ours\n")}, "scheduler twenty",
+                    name="0003-scheduler-twenty.patch")
     add_to_series(d, p1.name, p2.name, p3.name)
     return d
 
@@ -37,7 +40,8 @@ def test_status_all_apply_on_own_base(three_patches: Path, upstream: Upstream, t
     assert [r.status for r in results] == ["applies"] * 3
 
 
-def test_status_on_newer_base_classifies_upstream_and_conflict(three_patches: Path, upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_on_newer_base_classifies_upstream_and_conflict(three_patches: Path, upstream: Upstream, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     bare = tmp_path / "mirror.git"
     git(tmp_path, "clone", "-q", "--bare", str(upstream.repo), str(bare))
     code = main(["patches", "status", "--base", "v0.2.0", "--series", "v0.1.0", "--source", str(bare), "--json"])
@@ -57,6 +61,21 @@ def test_apply_commits_each_patch_and_keeps_headers(three_patches: Path, upstrea
     assert "line 20 ours" in (dest / "mlx" / "scheduler.cpp").read_text()
 
 
+
+def test_patched_tree_is_made_once_per_series(three_patches: Path, upstream: Upstream, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    series = load_series(load_base("v0.1.0"))
+    pristine = _pristine("v0.1.0", upstream, tmp_path)
+    tree = patchqueue.patched_tree(series, pristine, tmp_path / "trees")
+    assert tree.name == f"patched-{patchqueue.series_digest(series)}"
+    assert "line 20 ours" in (tree / "mlx" / "scheduler.cpp").read_text()
+
+    def no_second_apply(*args: object, **kwargs: object) -> None:
+        raise AssertionError("applied again")
+
+    monkeypatch.setattr(patchqueue, "apply_series", no_second_apply)
+    assert patchqueue.patched_tree(series, pristine, tmp_path / "trees") == tree
+
 def test_apply_fails_closed_naming_patch_and_hunk(project: Path, upstream: Upstream, tmp_path: Path) -> None:
     d = project / "patches" / "v0.1.0"
     good = make_patch(upstream, d, {"mlx/array.cpp": ("line 2\n", "line 2 ok\n")}, "good one")
@@ -74,7 +93,8 @@ def test_apply_fails_closed_naming_patch_and_hunk(project: Path, upstream: Upstr
     trial = tmp_path / "fuzz"
     trial.mkdir()
     (trial / "scheduler.cpp").write_text(SCHEDULER_V1)
-    body = fuzzy.read_text().replace("a/mlx/scheduler.cpp", "a/scheduler.cpp").replace("b/mlx/scheduler.cpp", "b/scheduler.cpp")
+    body = fuzzy.read_text().replace("a/mlx/scheduler.cpp", "a/scheduler.cpp")
+    body = body.replace("b/mlx/scheduler.cpp", "b/scheduler.cpp")
     gnu = subprocess.run(["patch", "-p1", "--dry-run", "-F2"], input=body, cwd=trial, capture_output=True, text=True)
     if gnu.returncode == 0:
         assert "fuzz" in gnu.stdout
@@ -122,17 +142,20 @@ def _files(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
 
 
-def test_export_keeps_abbreviated_files_of_unchanged_commits(abbreviated_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+def test_export_keeps_abbreviated_files_of_unchanged_commits(abbreviated_patches: Path, upstream: Upstream,
+                                                             tmp_path: Path) -> None:
     # Formatting the commits again would write 40-digit index lines: new bytes, new build label.
     before = _files(abbreviated_patches)
     dest = tmp_path / "queue"
     patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
     git(dest, "rebase", "-q", "--force-rebase", "pristine")  # new commits, same content
-    assert patchqueue.export(dest, "patch-queue", load_base("v0.1.0")) == ["0001-scheduler-three.patch", "0002-array-two.patch"]
+    exported = patchqueue.export(dest, "patch-queue", load_base("v0.1.0"))
+    assert exported == ["0001-scheduler-three.patch", "0002-array-two.patch"]
     assert _files(abbreviated_patches) == before
 
 
-def test_export_rewrites_only_the_changed_commit_in_its_index_style(abbreviated_patches: Path, upstream: Upstream, tmp_path: Path) -> None:
+def test_export_rewrites_only_the_changed_commit_in_its_index_style(abbreviated_patches: Path, upstream: Upstream,
+                                                                    tmp_path: Path) -> None:
     before = _files(abbreviated_patches)
     dest = tmp_path / "queue"
     patchqueue.apply_series(load_series(load_base("v0.1.0")), _pristine("v0.1.0", upstream, tmp_path), dest)
@@ -243,10 +266,12 @@ def test_export_restores_headers_lost_from_a_reworded_commit(three_patches: Path
 
 def test_export_without_pinned_tree_fails(project: Path, upstream: Upstream) -> None:
     with pytest.raises(MlxForkError, match="no commit with the pinned tree"):
-        patchqueue.export(upstream.repo, "main", load_base("v0.2.0").__class__(**{**load_base("v0.2.0").__dict__, "tree": "0" * 40}))
+        wrong_tree = load_base("v0.2.0").__class__(**{**load_base("v0.2.0").__dict__, "tree": "0" * 40})
+        patchqueue.export(upstream.repo, "main", wrong_tree)
 
 
-def test_rebase_writes_ported_series_and_report(three_patches: Path, project: Path, upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rebase_writes_ported_series_and_report(three_patches: Path, project: Path, upstream: Upstream, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     bare = tmp_path / "mirror.git"
     git(tmp_path, "clone", "-q", "--bare", str(upstream.repo), str(bare))
     report = tmp_path / "report" / "rebase"
@@ -264,6 +289,7 @@ def test_rebase_writes_ported_series_and_report(three_patches: Path, project: Pa
     # The carried patch applies to the new base as written.
     patchqueue.apply_series(load_series(load_base("v0.2.0")), prepare_source(load_base("v0.2.0"), bare).path, tmp_path / "p2")
     # A second rebase refuses to overwrite without --force; --dry-run only reports.
-    assert main(["patches", "rebase", "--from", "v0.1.0", "--to", "v0.2.0", "--source", str(bare), "--report", str(report)]) == 1
+    rebase = ["patches", "rebase", "--from", "v0.1.0", "--to", "v0.2.0", "--source", str(bare), "--report", str(report)]
+    assert main(rebase) == 1
     assert "--force" in capsys.readouterr().err
-    assert main(["patches", "rebase", "--from", "v0.1.0", "--to", "v0.2.0", "--source", str(bare), "--report", str(report), "--dry-run"]) == 1
+    assert main([*rebase, "--dry-run"]) == 1

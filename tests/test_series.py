@@ -1,11 +1,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import DEP3, Upstream, add_to_series, make_patch
 
 from build_tools.bases import load_base
 from build_tools.errors import MlxForkError
 from build_tools.series import lint_series_dir, load_series, parse_patch, read_series_names
-from conftest import DEP3, Upstream, add_to_series, make_patch
 
 
 def _series_dir(project: Path) -> Path:
@@ -36,7 +36,8 @@ def test_series_comments_and_order(project: Path, upstream: Upstream) -> None:
 
 @pytest.mark.parametrize(
     "line, message",
-    [("x.patch -p0", "unsupported options"), ("sub/x.patch", "not a .patch file name"), ("notes.txt", "not a .patch file name")],
+    [("x.patch -p0", "unsupported options"), ("sub/x.patch", "not a .patch file name"),
+     ("notes.txt", "not a .patch file name")],
 )
 def test_malformed_series_lines(project: Path, line: str, message: str) -> None:
     d = _series_dir(project)
@@ -81,7 +82,8 @@ def test_unknown_verified_rung_and_bad_values(project: Path, upstream: Upstream)
 def test_missing_headers_and_untruthful_public_headers(project: Path, upstream: Upstream) -> None:
     d = _series_dir(project)
     headers = DEP3.format(desc="header change").replace("Origin: vendor\n", "")
-    p = make_patch(upstream, d, {"mlx/array.h": ("struct array {};", "struct array { int x; };")}, "touch header", headers=headers)
+    p = make_patch(upstream, d, {"mlx/array.h": ("struct array {};", "struct array { int x; };")}, "touch header",
+                   headers=headers)
     add_to_series(d, p.name)
     messages = [x.message for x in lint_series_dir(d)]
     assert "missing header Origin:" in messages

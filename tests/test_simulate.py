@@ -13,13 +13,11 @@ from build_tools.bases import parse_base
 from build_tools.cli import make_parser
 
 
-def test_wilson_bounds() -> None:
-    lo, hi = simulate.wilson(0, 100)
+def test_cells_carry_wilson_bounds_of_the_failure_rate() -> None:
+    lo, hi = simulate.Cell("pristine", "s", runs=100, failures=0).to_json()["wilson95"]
     assert lo == 0.0 and 0.03 < hi < 0.04  # 0/100: the failure rate is below ~3.7%
-    lo, hi = simulate.wilson(100, 100)
+    lo, hi = simulate.Cell("pristine", "s", runs=100, failures=100).to_json()["wilson95"]
     assert 0.96 < lo < 0.97 and hi == 1.0
-    lo, hi = simulate.wilson(50, 100)
-    assert lo < 0.5 < hi and abs((0.5 - lo) - (hi - 0.5)) < 1e-9
 
 
 @pytest.mark.parametrize(

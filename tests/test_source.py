@@ -3,13 +3,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import Upstream, git
 
 from build_tools.bases import load_base
 from build_tools.cli import main
 from build_tools.errors import MlxForkError
 from build_tools.gittree import tree_id
 from build_tools.source import extract_archive, prepare_source
-from conftest import Upstream, git
 
 
 def test_git_checkout_at_pinned_commit_is_copied_and_verified(project: Path, upstream: Upstream, tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ def test_archive_extraction_checks_the_prefix(project: Path, upstream: Upstream,
     archive = tmp_path / "a.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(upstream.repo / "mlx", arcname="wrong-prefix/mlx")
-    with pytest.raises(MlxForkError, match="expected top-level directory mlx-0.1.0/"):
+    with pytest.raises(MlxForkError, match=r"expected top-level directory mlx-0.1.0/"):
         extract_archive(archive, "mlx-0.1.0", tmp_path / "out" / "tree")
 
 

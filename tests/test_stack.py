@@ -37,6 +37,8 @@ from packaging.tags import sys_tags
 
 from build_tools import stack, tools
 from build_tools.errors import MlxForkError
+from build_tools.libmlx_probe import parse_probe, probe_command
+from build_tools.virtualenvs import create_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEL = "fork.2.h0123456789"
@@ -221,8 +223,8 @@ def venvstacks_exe() -> Path:
     exe = env / "bin" / "venvstacks"
     if not exe.exists():
         shutil.rmtree(env, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
-        proc = subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "--quiet",
+        python = create_venv(env, with_pip=True)
+        proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet",
                                "--disable-pip-version-check", "venvstacks", "pdm[locked]"],
                               capture_output=True, text=True, timeout=900)
         if proc.returncode != 0 or not exe.exists():
@@ -322,9 +324,9 @@ def test_export_refuses_stock_libmlx_under_a_label(tmp_path: Path, use_venvstack
     message = str(excinfo.value)
     assert "mx.__version__ is '0.31.1'" in message and "not the patched one" in message
     # Everything before the check worked: the layer was exported and its libmlx is the wheel's.
-    probe = subprocess.run([str(tmp_path / "export" / "framework-mlx" / "bin" / "python"), "-c", stack.PROBE],
+    probe = subprocess.run(probe_command(tmp_path / "export" / "framework-mlx" / "bin" / "python", isolated=False),
                            capture_output=True, text=True, check=True)
-    found = json.loads(probe.stdout)
+    found = parse_probe(probe.stdout)
     assert found["loaded"].startswith(str((tmp_path / "export" / "framework-mlx").resolve()))
     assert found["loaded_sha256"] == hashlib.sha256(libmlx).hexdigest()
     assert fake.name in {p.name for p in wheels.iterdir()}
@@ -346,4 +348,5 @@ def test_export_loads_the_patched_libmlx(tmp_path: Path, use_venvstacks: Path) -
     assert rc == 0
     check = stack.check_exported_layer(tmp_path / "export", plan)
     assert check.ok, check.problems
-    assert Version(check.probe["version"]) == plan.backend.version and check.probe["version"].endswith(".0+" + plan.backend.version.local)
+    assert Version(check.probe["version"]) == plan.backend.version
+    assert check.probe["version"].endswith(".0+" + plan.backend.version.local)

@@ -137,7 +137,7 @@ def test_venvstacks_comes_from_mlx_fork_venvstacks_or_the_environment(
     _executable(tmp_path / "elsewhere" / "venvstacks")
     monkeypatch.setenv("PATH", f"{tmp_path / 'elsewhere'}{os.pathsep}{SYSTEM_PATH}")
     monkeypatch.delenv("MLX_FORK_VENVSTACKS", raising=False)
-    with pytest.raises(MlxForkError, match="venvstacks is not installed .* MLX_FORK_VENVSTACKS is not set"):
+    with pytest.raises(MlxForkError, match=r"venvstacks is not installed .* MLX_FORK_VENVSTACKS is not set"):
         stack.venvstacks_command()
     script = _executable(venv_bin / "venvstacks")
     assert stack.venvstacks_command() == [str(script)]

@@ -9,8 +9,20 @@ from pathlib import Path
 import pytest
 
 from build_tools.validate import crash
-from build_tools.validate.crash import (CRASH, HANG, MARKER, OK, PYEXC, SILENT, UNEXPECTED, WRONG, ClassTally,
-                                        RunResult, Scenario, classify)
+from build_tools.validate.crash import (
+    CRASH,
+    HANG,
+    MARKER,
+    OK,
+    PYEXC,
+    SILENT,
+    UNEXPECTED,
+    WRONG,
+    ClassTally,
+    RunResult,
+    Scenario,
+    classify,
+)
 
 
 def line(outcome: str, detail: str = "") -> str:
@@ -162,5 +174,6 @@ def test_thread_classes_accept_only_upstreams_stream_ownership_error() -> None:
         assert PYEXC in scenario.acceptable
         source = scenario.script.read_text()
         assert "expected=is_stream_ownership_error(" in source and "expected=True" not in source
-    other = crash.classify(0, MARKER + json.dumps({"outcome": PYEXC, "detail": "RuntimeError: boom", "expected": False}) + "\n", "", False)
+    unexpected = json.dumps({"outcome": PYEXC, "detail": "RuntimeError: boom", "expected": False})
+    other = crash.classify(0, MARKER + unexpected + "\n", "", False)
     assert other.outcome == UNEXPECTED

@@ -70,7 +70,7 @@ def test_validate_writes_a_report_with_every_part(fake_world):
 
 
 def test_a_class_that_regresses_on_a_real_comparison_exits_1(fake_world, monkeypatch):
-    tmp_path, state = fake_world
+    tmp_path, _ = fake_world
     patched_python = tmp_path / "patched-python"
     patched_python.symlink_to(sys.executable)
     flaky = tmp_path / "flaky.py"

@@ -43,16 +43,20 @@ def test_a_patched_frontend_is_used_when_present(tmp_path):
 
 
 def test_missing_patched_wheels_are_a_clear_error(tmp_path):
-    with pytest.raises(MlxForkError, match="no mlx_cpu wheel of release 0.31.1"):
+    with pytest.raises(MlxForkError, match=r"no mlx_cpu wheel of release 0.31.1"):
         venvs.find_patched_wheels(tmp_path, "0.31.1")
     with pytest.raises(MlxForkError, match="no wheel directory"):
         venvs.find_patched_wheels(tmp_path / "absent", "0.31.1")
 
 
-def test_release_matching_ignores_only_the_local_label():
-    assert venvs._is_release("0.31.1+fork.2", "0.31.1")
-    assert venvs._is_release("0.31.1", "0.31.1")
-    assert not venvs._is_release("0.31.10", "0.31.1")
+def test_ours_are_the_labelled_wheels_of_the_release(tmp_path):
+    from build_tools.wheeldir import patched_wheels
+
+    ours = touch(tmp_path, "mlx_cpu-0.31.1+fork.2-py3-none-manylinux_2_35_x86_64.whl")
+    touch(tmp_path, "mlx_cpu-0.31.1-py3-none-manylinux_2_35_x86_64.whl")  # stock
+    touch(tmp_path, "mlx_cpu-0.31.10+fork.1-py3-none-manylinux_2_35_x86_64.whl")  # another release
+    touch(tmp_path, "not-a-wheel.whl")
+    assert [w.path for w in patched_wheels(tmp_path, "0.31.1")] == [ours]
 
 
 def test_perf_rounds_alternate_which_side_goes_first(monkeypatch):

@@ -8,8 +8,15 @@ import textwrap
 from pathlib import Path
 
 from build_tools.validate import checks
-from build_tools.validate.suite import (Comparison, SuiteRun, TestOutcome, capability_skips, compare, parse_jsonl,
-                                        run_suite)
+from build_tools.validate.suite import (
+    Comparison,
+    SuiteRun,
+    TestOutcome,
+    capability_skips,
+    compare,
+    parse_jsonl,
+    run_suite,
+)
 
 FAKE_TESTS = textwrap.dedent('''
     import os

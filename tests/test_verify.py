@@ -16,14 +16,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_package import make_wheel
 
 from build_tools import verify
 from build_tools.errors import MlxForkError
 from build_tools.index import write_index
+from build_tools.installed_headers import installed_headers_touched
 from build_tools.manifest import Manifest
 from build_tools.series import FileChange, Patch
-
-from test_package import make_wheel
 
 FAKE_CORE = '''
 import ctypes, os
@@ -120,7 +120,7 @@ def test_verify_fails_on_provenance_mismatch(tmp_path: Path) -> None:
     manifest = manifest_for(lib)
     other = manifest_for(lib, patches=1).to_json()
     wheels, backend, _ = publish(tmp_path, lib, manifest, provenance=other)
-    with pytest.raises(MlxForkError, match="provenance inputs.patches"):
+    with pytest.raises(MlxForkError, match=r"provenance inputs.patches"):
         verify.verify_wheel(backend, manifest, library="libmlx.so", wheel_dir=wheels)
 
 
@@ -152,14 +152,15 @@ def test_abi_gate_fails_on_a_removed_symbol(tmp_path: Path) -> None:
                             name="libstock.so")
     manifest = manifest_for(lib)
     wheels, backend, stock = publish(tmp_path, lib, manifest, stock_lib=stock_lib)
-    with pytest.raises(MlxForkError, match="ABI gate: 1 exported symbol.*mlx_removed_in_patch"):
+    with pytest.raises(MlxForkError, match=r"ABI gate: 1 exported symbol.*mlx_removed_in_patch"):
         verify.verify_wheel(backend, manifest, library="libmlx.so", wheel_dir=wheels, stock_wheel=stock)
 
 
 def test_abi_diff_and_exported_symbols(tmp_path: Path) -> None:
     a = tmp_path / "a" / "liba.so"
     a.parent.mkdir()
-    a.write_bytes(compile_lib(tmp_path, "x", extra="int only_in_a(void) { return 0; }\nstatic int hidden(void) { return 1; }\n"))
+    a.write_bytes(compile_lib(tmp_path, "x",
+                              extra="int only_in_a(void) { return 0; }\nstatic int hidden(void) { return 1; }\n"))
     b = tmp_path / "b" / "libb.so"
     b.parent.mkdir()
     b.write_bytes(compile_lib(tmp_path, "y", extra="int only_in_b(void) { return 0; }\n"))
@@ -195,7 +196,7 @@ def test_installed_header_changes_are_found() -> None:
         _patch("0002-header.patch", "mlx/scheduler.h", "mlx/scheduler.cpp"),
         _patch("0003-private.patch", "mlx/backend/metal/kernels.h"),
     ]
-    assert verify.installed_headers_touched(patches) == {"0002-header.patch": ["mlx/scheduler.h"]}
+    assert installed_headers_touched(patches) == {"0002-header.patch": ["mlx/scheduler.h"]}
 
 
 def test_verify_command_checks_the_newest_patched_wheel_against_its_manifest(

@@ -10,15 +10,19 @@ passes completion handlers as blocks.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MlxForkError
+from ..proc import run
 
 HERE = Path(__file__).resolve().parent
-INCLUDE_DIR = HERE / "include"
+INCLUDE_DIR = HERE / "include"  # metal_sim.h: the fake's own control API
+# The stand-in Apple headers are check-metal's (build_tools/metal_stubs/), with the one
+# difference they state (objc/runtime.h: BOOL on x86-64) selected by MLX_FORK_METAL_SIM.
+APPLE_STUBS_DIR = HERE.parent / "metal_stubs"
+INCLUDE_ARGS = (f"-I{INCLUDE_DIR}", f"-I{APPLE_STUBS_DIR}", "-DMLX_FORK_METAL_SIM=1")
 SOURCES = ("runtime.cpp", "foundation.cpp", "metal.cpp", "trampolines.S")
 # Debian packages that provide the toolchain (also installed by .ci).
 APT_PACKAGES = ("clang-19", "libc++-19-dev", "libc++abi-19-dev", "libblocksruntime-dev")
@@ -52,11 +56,8 @@ def find_toolchain() -> Toolchain:
     with tempfile.TemporaryDirectory(prefix="metalsim-probe-") as tmp:
         src = Path(tmp) / "probe.cpp"
         src.write_text(probe)
-        proc = subprocess.run(
-            [cxx, *CXXFLAGS, str(src), "-o", str(Path(tmp) / "probe"), "-lBlocksRuntime"],
-            capture_output=True,
-            text=True,
-        )
+        proc = run([cxx, *CXXFLAGS, src, "-o", Path(tmp) / "probe", "-lBlocksRuntime"],
+                   step="compile a blocks probe", check=False)
     if proc.returncode != 0:
         raise MlxForkError(
             "clang++-19 cannot build a libc++ + blocks program",
@@ -77,7 +78,7 @@ def build_runtime(
         *CXXFLAGS,
         opt,
         "-shared",
-        f"-I{INCLUDE_DIR}",
+        *INCLUDE_ARGS,
         *[str(HERE / s) for s in SOURCES],
         "-o",
         str(lib),
@@ -89,7 +90,7 @@ def build_runtime(
         # The sanitizer runtime is linked into the executable, not into shared libraries.
         cmd.remove("-Wl,-z,defs")
         cmd.insert(1, f"-fsanitize={sanitize}")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = run(cmd, step="build libmetalsim", check=False)
     if proc.returncode != 0:
         raise MlxForkError("building libmetalsim failed", hint=proc.stderr.strip()[-2000:])
     return lib

@@ -1,4 +1,5 @@
-// Stand-in for the SDK header: describe an arm64 macOS target.
+// Stand-in for the SDK header: describe an arm64 macOS target (the simulated runtime too: no code
+// it compiles asks for the CPU).
 #pragma once
 #define TARGET_OS_MAC 1
 #define TARGET_OS_OSX 1

@@ -17,14 +17,21 @@ import argparse
 import datetime as _dt
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..bases import load_base
+from ..bases import BasePin, load_base
 from ..errors import MlxForkError
 from ..paths import PRIMARY_BASE, reports_dir, source_from_env, wheels_dir, work_dir
 from ..proc import say
 from .metal import metal_ladder
+
+if TYPE_CHECKING:  # types only: the parts import their modules when they run
+    from ..source import PristineTree
+    from .patchinfo import PatchInfo
+    from .venvs import Side
 
 MODE_RUNS = {"quick": 5, "default": 20, "thorough": 200}
 MODE_PERF_ROUNDS = {"quick": 3, "default": 7, "thorough": 15}
@@ -61,7 +68,7 @@ class ValidateOptions:
         return self.perf_rounds if self.perf_rounds is not None else MODE_PERF_ROUNDS[self.mode]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "validate",
         help="compare stock and patched MLX: crash reproducers, upstream suite parity, perf A/B, report",
@@ -156,7 +163,7 @@ def _render_only(args: argparse.Namespace) -> int:
     return 0
 
 
-def validate(opts: ValidateOptions) -> dict:
+def validate(opts: ValidateOptions) -> dict[str, Any]:
     """Run every part that is not skipped and write the report; returns summary.json's content."""
     from . import crash, perf, report, suite, venvs
     from .checks import run_checks
@@ -204,7 +211,7 @@ def validate(opts: ValidateOptions) -> dict:
         notes.append(series_note)
     built_patches = [p for p in patches if p.in_wheel is not False]  # what the patched side runs
 
-    summary: dict = {
+    summary: dict[str, Any] = {
         "schema": 1,
         "base": base.name, "version": base.version, "commit": base.commit, "platform": plat,
         "mode": opts.mode, "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -304,7 +311,7 @@ def validate(opts: ValidateOptions) -> dict:
     return summary
 
 
-def _checkpoint(summary: dict, out_dir: Path) -> None:
+def _checkpoint(summary: dict[str, Any], out_dir: Path) -> None:
     """A provisional report with the parts finished so far (marked in-progress), rewritten at the end."""
     from . import report
 
@@ -313,7 +320,7 @@ def _checkpoint(summary: dict, out_dir: Path) -> None:
     report.write_report(partial, out_dir, plots=False)
 
 
-def _guarded(part: str, summary: dict, fn):
+def _guarded(part: str, summary: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run one part; a failure to run it is recorded (and fails the run) instead of losing the report."""
     try:
         return fn()
@@ -323,16 +330,14 @@ def _guarded(part: str, summary: dict, fn):
         return {"skipped": f"could not run: {exc.message}", "status": "error", "reason": exc.message}
 
 
-def _stock_pins(base) -> dict[str, str]:
-    """sha256 pins of stock wheels from base.toml ([[stock_wheels]]), when the package stage defines them."""
-    try:
-        from ..package import stock_pins
-    except ImportError:
-        return {}
+def _stock_pins(base: BasePin) -> dict[str, str]:
+    """sha256 pins of stock wheels from base.toml ([[stock_wheels]])."""
+    from ..stockwheels import stock_pins
+
     return stock_pins(base)
 
 
-def _pinned_tree(opts: ValidateOptions, base, work: Path):
+def _pinned_tree(opts: ValidateOptions, base: BasePin, work: Path) -> tuple[PristineTree | None, str]:
     """(verified pristine tree or None, why not). Quick mode never downloads."""
     from ..source import prepare_source
 
@@ -347,7 +352,7 @@ def _pinned_tree(opts: ValidateOptions, base, work: Path):
         return None, f"pinned tree not available: {exc.message}"
 
 
-def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dict:
+def _run_upstream_suite(tree: PristineTree, work: Path, stock: Side, patched: Side, data_dir: Path) -> dict[str, Any]:
     from . import suite
 
     skips = suite.capability_skips({"stock": stock.probe, "patched": patched.probe}, tree.path / "python" / "tests")
@@ -375,15 +380,14 @@ def _run_upstream_suite(tree, work: Path, stock, patched, data_dir: Path) -> dic
     }
 
 
-def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Path,
-                   patched_is_stock: bool = False, wheel_patches: list[dict] | None = None) -> dict:
+def _run_cxx_suite(base: BasePin, tree: PristineTree, work: Path, stock: Side, patched: Side,
+                   patches: list[PatchInfo], data_dir: Path,
+                   patched_is_stock: bool = False, wheel_patches: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Build the doctest binary from the pristine and the patched tree; run each against its side's libmlx."""
-    import shutil
-
-    from . import cxx, suite
-    from ..build import sync_tree
-    from ..patchqueue import apply_series
+    from ..compile import sync_tree
+    from ..patchqueue import patched_tree
     from ..series import load_series
+    from . import cxx, suite
 
     binaries: dict[str, Path] = {}
     # The patched tree's tests only make sense with a library built from that tree (headers may differ),
@@ -403,10 +407,7 @@ def _run_cxx_suite(base, tree, work: Path, stock, patched, patches, data_dir: Pa
         sync_tree(tree.path, work / "cxx-src-stock")
         binaries["stock"] = cxx.build_tests(base, work / "cxx-src-stock", work, "stock")
         if build_patched:
-            queue = work / "cxx-queue"
-            if queue.exists():
-                shutil.rmtree(queue)
-            apply_series(load_series(base), tree.path, queue)
+            queue = patched_tree(load_series(base), tree.path, work / "cxx-trees")
             sync_tree(queue, work / "cxx-src-patched")
             binaries["patched"] = cxx.build_tests(base, work / "cxx-src-patched", work, "patched")
         else:

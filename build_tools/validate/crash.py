@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .stats import wilson
 
@@ -85,8 +86,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     # A healthy run (either outcome) exits in well under a second. Stock 0.31.1's
     # failure is a deadlock, not a slow run: xerbla's exit() on the CPU worker runs
     # the scheduler's destructor, which synchronizes the stream and so waits for the
-    # very task that called exit() (seen in gdb); runs left for 100 s never moved on. 5 s is a wide margin over the healthy time and keeps
-    # 200 stock runs (--thorough) near 17 minutes instead of 50.
+    # very task that called exit() (seen in gdb); runs left for 100 s never moved on.
+    # 5 s is a wide margin over the healthy time and keeps 200 stock runs (--thorough) near 17 minutes instead of 50.
     Scenario("xerbla_exit", "G", "reference LAPACK's xerbla reached (eig of a NaN matrix)",
              "deferred errors", _ERRORS_OK, timeout=5.0),
     Scenario("thread_random_exit", "H", "Python threads that used mx.random exit before the interpreter",
@@ -245,8 +246,8 @@ class ClassTally:
     scenario: str
     crash_class: str
     side: str
-    counts: dict[str, int] = field(default_factory=lambda: {o: 0 for o in OUTCOMES})
-    examples: dict[str, dict] = field(default_factory=dict)  # first run of each outcome
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    examples: dict[str, dict[str, Any]] = field(default_factory=dict)  # first run of each outcome
     acceptable: tuple[str, ...] = (OK,)
 
     @property
@@ -272,7 +273,7 @@ class ClassTally:
         if result.outcome not in self.examples:
             self.examples[result.outcome] = asdict(result)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         k, n, lo, hi = self.rate()
         return {
             "scenario": self.scenario,
@@ -289,8 +290,8 @@ class ClassTally:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> ClassTally:
-        counts = {o: 0 for o in OUTCOMES}
+    def from_json(cls, data: dict[str, Any]) -> ClassTally:
+        counts = dict.fromkeys(OUTCOMES, 0)
         counts.update({str(k): int(v) for k, v in data["counts"].items()})
         return cls(
             scenario=data["scenario"], crash_class=data["class"], side=data["side"], counts=counts,
@@ -320,7 +321,7 @@ def run_suite(
         started = time.monotonic()
         order = [(i, name, python) for i in range(runs) for name, python in sides]
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            results = list(pool.map(lambda job: run_once(job[2], scenario, job[0]), order))
+            results = list(pool.map(lambda job, scenario=scenario: run_once(job[2], scenario, job[0]), order))
         for (_, name, _), result in zip(order, results):
             per_side[name].add(result)
         summary = "; ".join(

@@ -21,10 +21,11 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from ..bases import BasePin
 from ..errors import MlxForkError
-from ..proc import say
+from ..proc import run, say
 from .suite import SuiteRun, TestOutcome
 
 NINJA_TARGET = "tests"
@@ -32,7 +33,7 @@ NINJA_TARGET = "tests"
 
 def build_tests(base: BasePin, tree: Path, work: Path, name: str) -> Path:
     """Configure + build the doctest binary of `tree` in work/cxx-build-<name> (heavy: holds MLX_FORK_BUILD_LOCK if set)."""
-    from ..build import ccache_env, cmake_args_for, configure, ninja
+    from ..compile import ccache_env, cmake_args_for, configure, ninja
     from ..deps import DepsRequest, provision
     from ..profiles import get_profile
 
@@ -59,9 +60,8 @@ def build_tests(base: BasePin, tree: Path, work: Path, name: str) -> Path:
 def _up_to_date(build: Path, env: dict[str, str]) -> bool:
     """True when ninja has nothing to do: no need to queue for the shared build lock."""
     try:
-        proc = subprocess.run(["ninja", "-C", str(build), "-n", NINJA_TARGET], capture_output=True, text=True,
-                              env={**os.environ, **env})
-    except FileNotFoundError:
+        proc = run(["ninja", "-C", build, "-n", NINJA_TARGET], step="ninja -n", env=env, check=False)
+    except MlxForkError:  # no ninja
         return False
     return proc.returncode == 0 and "no work to do" in proc.stdout
 
@@ -105,7 +105,7 @@ CAPABILITY_FILTERS: dict[str, tuple[str, str]] = {
 }
 
 
-def capability_excludes(probes: dict[str, dict]) -> dict[str, str]:
+def capability_excludes(probes: dict[str, dict[str, Any]]) -> dict[str, str]:
     """doctest name filter -> reason, for capabilities missing on any side; excluded on both sides alike."""
     out: dict[str, str] = {}
     for key, (pattern, reason) in CAPABILITY_FILTERS.items():

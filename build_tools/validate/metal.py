@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 
-def _load(path: Path) -> dict | None:
+def _load(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
-def metal_ladder(base: str, reports: Path) -> dict:
+def metal_ladder(base: str, reports: Path) -> dict[str, Any]:
     """{"check_metal": {...} | None, "simulate": {...} | None} for `base`, as small report data."""
     check = _load(reports / f"check-metal-{base}.json")
     sim = _load(reports / f"{base}-metal-sim" / "metal-sim.json")
-    out: dict = {"check_metal": None, "simulate": None}
+    out: dict[str, Any] = {"check_metal": None, "simulate": None}
     if check is not None:
         out["check_metal"] = {
             "kind": check.get("kind"), "compiler": check.get("compiler"), "fmt": check.get("fmt"),

@@ -8,6 +8,7 @@ could not read.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from ..bases import BasePin
 from ..errors import MlxForkError
@@ -24,7 +25,7 @@ class PatchInfo:
     sha256: str = ""
     in_wheel: bool | None = None  # in the patched side's build (from its provenance); None = unknown
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -51,7 +52,7 @@ def load_patch_info(base: BasePin) -> list[PatchInfo]:
     return infos
 
 
-def match_wheel(series: list[PatchInfo], wheel_patches: list[dict] | None) -> tuple[list[PatchInfo], str]:
+def match_wheel(series: list[PatchInfo], wheel_patches: list[dict[str, Any]] | None) -> tuple[list[PatchInfo], str]:
     """Mark which series patches the patched build contains; a note when build and series differ.
 
     `wheel_patches`: [{"name", "sha256"}] from the wheel's provenance (None: no provenance,
@@ -61,7 +62,7 @@ def match_wheel(series: list[PatchInfo], wheel_patches: list[dict] | None) -> tu
 
     if wheel_patches is None:
         return series, ""
-    built = {(w.get("name"), w.get("sha256")) for w in wheel_patches}
+    built: set[tuple[str, str]] = {(w.get("name", ""), w.get("sha256", "")) for w in wheel_patches}
     marked = [replace(p, in_wheel=(p.name, p.sha256) in built) for p in series]
     known = {(p.name, p.sha256) for p in series}
     extra = sorted(n for n, sha in built if (n, sha) not in known)

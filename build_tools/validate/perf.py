@@ -27,6 +27,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .stats import median, quantile
 
@@ -107,7 +108,7 @@ class CaseResult:
             return "inconclusive"
         return "fail"
 
-    def to_json(self, documented_cost: bool = False) -> dict:
+    def to_json(self, documented_cost: bool = False) -> dict[str, Any]:
         return {
             "case": self.case, "description": DESCRIPTIONS.get(self.case, ""), "unit": self.unit,
             "stock": self.stock, "patched": self.patched, "ratios": self.ratios,
@@ -118,13 +119,13 @@ class CaseResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> CaseResult:
+    def from_json(cls, data: dict[str, Any]) -> CaseResult:
         return cls(data["case"], data.get("unit", ""), list(data.get("stock", [])), list(data.get("patched", [])),
                    list(data.get("ratios", [])), list(data.get("errors", [])), list(data.get("stock_wall", [])),
                    list(data.get("patched_wall", [])), list(data.get("wall_ratios", [])))
 
 
-def _bench_once(python: Path, cases: Sequence[str], scale: float, timeout: float) -> dict:
+def _bench_once(python: Path, cases: Sequence[str], scale: float, timeout: float) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     env["PYTHONNOUSERSITE"] = "1"
@@ -136,7 +137,8 @@ def _bench_once(python: Path, cases: Sequence[str], scale: float, timeout: float
     if proc.returncode != 0:
         why = f"exit status {proc.returncode}: " + (proc.stderr.strip().splitlines() or [""])[-1]
         return {c: {"error": why} for c in cases}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    timings: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return timings
 
 
 def run_ab(

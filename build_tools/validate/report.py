@@ -12,13 +12,14 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PASS, FAIL, NOT_RUN, NOT_DONE = "pass", "fail", "not-run", "not-done"
 
 
 # ---------------------------------------------------------------- gates
 
-def gates(summary: dict) -> dict[str, str]:
+def gates(summary: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     crash = summary.get("crash", {})
     if "tallies" in crash:
@@ -52,13 +53,13 @@ def gates(summary: dict) -> dict[str, str]:
     return out
 
 
-def crash_pairs(crash: dict) -> list[tuple[dict, dict | None, dict | None]]:
+def crash_pairs(crash: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]]:
     """(scenario, stock tally, patched tally) in scenario order."""
     by = {(t["scenario"], t["side"]): t for t in crash.get("tallies", [])}
     return [(s, by.get((s["name"], "stock")), by.get((s["name"], "patched"))) for s in crash.get("scenarios", [])]
 
 
-def crash_change(stock: dict | None, patched: dict | None) -> str:
+def crash_change(stock: dict[str, Any] | None, patched: dict[str, Any] | None) -> str:
     """fixed | fixed? (not significant) | still red | not reproduced | REGRESSED.
 
     A single bad run on patched where stock had none is a regression (a crash is never
@@ -74,7 +75,7 @@ def crash_change(stock: dict | None, patched: dict | None) -> str:
             ("green", "red"): "REGRESSED"}[(s, p)]
 
 
-def crash_rows_regressed(crash: dict) -> bool:
+def crash_rows_regressed(crash: dict[str, Any]) -> bool:
     return any(crash_change(s, p) == "REGRESSED" for _, s, p in crash_pairs(crash))
 
 
@@ -90,27 +91,27 @@ class Table:
 @dataclass
 class Section:
     title: str
-    blocks: list = field(default_factory=list)  # str (paragraph) | list[str] (bullets) | Table | ("img", file, alt)
+    blocks: list[Any] = field(default_factory=list[Any])  # str (paragraph) | list[str] (bullets) | Table | ("img", file, alt)
 
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _rate(t: dict | None) -> str:
+def _rate(t: dict[str, Any] | None) -> str:
     if not t:
         return "-"
     lo, hi = t["bad_rate_95"]
     return f"{t['bad']}/{t['runs']} ({_pct(t['bad_rate'])}, 95% {_pct(lo)}-{_pct(hi)})"
 
 
-def _breakdown(t: dict | None) -> str:
+def _breakdown(t: dict[str, Any] | None) -> str:
     if not t:
         return "-"
     return ", ".join(f"{k} {v}" for k, v in t["counts"].items() if v) or "no runs"
 
 
-def build_document(summary: dict) -> tuple[str, list[Section]]:
+def build_document(summary: dict[str, Any]) -> tuple[str, list[Section]]:
     title = f"mlx-fork validation: MLX {summary['base']} on {summary['platform']}"
     secs: list[Section] = []
     sides = summary["sides"]
@@ -140,7 +141,8 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
         ["crash", g.get("crash", "-"), "no crash class green on stock turns red on patched"],
         ["parity", g.get("parity", "-"), "no upstream test passing on stock fails/errors on patched; same skips"],
         ["checks", g.get("checks", "-"), "no backported check passing on stock fails on patched"],
-        ["perf", g.get("perf", "-"), "single-thread patched/stock median CPU-time ratios within 0.98-1.02 (slower is waived when a patch documents a Cost); "
+        ["perf", g.get("perf", "-"), "single-thread patched/stock median CPU-time ratios within 0.98-1.02 "
+         "(slower is waived when a patch documents a Cost); "
          "inconclusive when the round-to-round spread is wider than the effect"],
         ["cxx", g.get("cxx", "-"), "upstream C++ doctest suite"],
     ], [_cls(g.get(k)) for k in ("crash", "parity", "checks", "perf", "cxx")]))
@@ -167,7 +169,7 @@ def build_document(summary: dict) -> tuple[str, list[Section]]:
     return title, secs
 
 
-def _metal_section(metal: dict) -> Section:
+def _metal_section(metal: dict[str, Any]) -> Section:
     sec = Section("Metal verification ladder (Linux)")
     sec.blocks.append("No Metal here: rung 2 type-checks the Metal backend's host code with clang against the stock "
                       "wheel's metal-cpp headers (`mlx-fork check-metal`); rung 3 runs it against a simulated Metal "
@@ -222,7 +224,7 @@ def _cls(verdict: str | None) -> str:
         verdict or "", "warn" if verdict in ("not-run", "not-done", "inconclusive", "skip-mismatch") else "")
 
 
-def _crash_section(crash: dict) -> Section:
+def _crash_section(crash: dict[str, Any]) -> Section:
     sec = Section("Crash reproducers")
     if "tallies" not in crash:
         sec.blocks.append(f"Not run: {crash.get('skipped', 'unknown reason')}.")
@@ -256,7 +258,7 @@ def _crash_section(crash: dict) -> Section:
     return sec
 
 
-def _checks_section(checks: dict) -> Section:
+def _checks_section(checks: dict[str, Any]) -> Section:
     sec = Section("Backported upstream checks")
     if "comparison" not in checks:
         sec.blocks.append(f"Not run: {checks.get('skipped', 'unknown reason')}.")
@@ -270,7 +272,7 @@ def _checks_section(checks: dict) -> Section:
     return sec
 
 
-def _suite_section(suite: dict) -> Section:
+def _suite_section(suite: dict[str, Any]) -> Section:
     sec = Section("Upstream Python suite parity")
     if "comparison" not in suite:
         sec.blocks.append(f"Not run: {suite.get('skipped', 'unknown reason')}.")
@@ -302,7 +304,7 @@ def _suite_section(suite: dict) -> Section:
     return sec
 
 
-def _cxx_section(c: dict) -> Section:
+def _cxx_section(c: dict[str, Any]) -> Section:
     sec = Section("Upstream C++ suite (doctest)")
     if c.get("status") != "done":
         sec.blocks.append(f"Status: {c.get('status', 'not run')}. {c.get('reason', '')} {c.get('hint', '')}".strip())
@@ -327,7 +329,7 @@ def _cxx_section(c: dict) -> Section:
     return sec
 
 
-def _perf_section(perf: dict) -> Section:
+def _perf_section(perf: dict[str, Any]) -> Section:
     sec = Section("Performance A/B")
     if "cases" not in perf:
         sec.blocks.append(f"Not run: {perf.get('skipped', 'unknown reason')}.")
@@ -343,13 +345,12 @@ def _perf_section(perf: dict) -> Section:
     rows, classes = [], []
     for c in perf["cases"]:
         sp = c.get("spread") or {}
-        med = lambda xs: sorted(xs)[len(xs) // 2] if xs else None  # noqa: E731
         wr = c.get("wall_ratio")
-        rows.append([c["case"], c["description"], c["unit"], _num(med(c["stock"])), _num(med(c["patched"])),
+        rows.append([c["case"], c["description"], c["unit"], _num(_median_of(c["stock"])), _num(_median_of(c["patched"])),
                      "-" if c["ratio"] is None else f"{c['ratio']:.3f}",
                      f"{sp['min']:.3f}-{sp['max']:.3f}" if sp else "-",
                      f"{sp['p25']:.3f}-{sp['p75']:.3f}" if sp else "-",
-                     f"{_num(med(c.get('stock_wall', [])))} / {_num(med(c.get('patched_wall', [])))}",
+                     f"{_num(_median_of(c.get('stock_wall', [])))} / {_num(_median_of(c.get('patched_wall', [])))}",
                      "-" if wr is None else f"{wr:.3f}", c["gate"],
                      "; ".join(c.get("errors", []))[:200] or "-"])
         classes.append(_cls(c["gate"]))
@@ -357,6 +358,11 @@ def _perf_section(perf: dict) -> Section:
                              "wall stock / patched", "wall ratio", "gate", "errors"], rows, classes))
     sec.blocks.append(("img", "perf.png", "patched/stock ratio per round and median, with the gate band"))
     return sec
+
+
+def _median_of(values: list[float]) -> float | None:
+    """The upper median (no interpolation), None for no values."""
+    return sorted(values)[len(values) // 2] if values else None
 
 
 def _num(x: float | None) -> str:
@@ -427,7 +433,7 @@ def to_html(title: str, sections: list[Section], images: set[str]) -> str:
 
 # ---------------------------------------------------------------- plots
 
-def write_plots(summary: dict, out_dir: Path) -> tuple[set[str], str]:
+def write_plots(summary: dict[str, Any], out_dir: Path) -> tuple[set[str], str]:
     """perf.png and crash.png with matplotlib (the `validate` extra). Returns (files written, note)."""
     try:
         import matplotlib
@@ -477,8 +483,10 @@ def write_plots(summary: dict, out_dir: Path) -> tuple[set[str], str]:
         fig, ax = plt.subplots(figsize=(8, 3.5))
         width = 0.38
         for j, (side, color) in enumerate((("stock", "#cc6677"), ("patched", "#117733"))):
-            xs, ys, errs = [], [], [[], []]
-            for i, (s, st, pt) in enumerate(pairs):
+            xs: list[float] = []
+            ys: list[float] = []
+            errs: list[list[float]] = [[], []]
+            for i, (_, st, pt) in enumerate(pairs):
                 t = st if side == "stock" else pt
                 rate = t["bad_rate"] or 0.0
                 xs.append(i + (j - 0.5) * width)
@@ -498,7 +506,7 @@ def write_plots(summary: dict, out_dir: Path) -> tuple[set[str], str]:
     return written, ""
 
 
-def write_report(summary: dict, out_dir: Path, plots: bool = True) -> list[Path]:
+def write_report(summary: dict[str, Any], out_dir: Path, plots: bool = True) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     images, note = write_plots(summary, out_dir) if plots else (set(), "plots not drawn")
     if note:

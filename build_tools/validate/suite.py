@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import MlxForkError
 
@@ -77,7 +78,7 @@ class SuiteRun:
     def counts(self) -> dict[str, int]:
         return dict(Counter(r.outcome for r in self.results.values()))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "side": self.side, "total": self.total, "finished": self.finished, "crashed_in": self.crashed_in,
             "returncode": self.returncode, "seconds": round(self.seconds, 1), "counts": self.counts(),
@@ -86,7 +87,7 @@ class SuiteRun:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> SuiteRun:
+    def from_json(cls, data: dict[str, Any]) -> SuiteRun:
         run = cls(side=data["side"], total=data.get("total"), finished=bool(data.get("finished")),
                   crashed_in=data.get("crashed_in"), returncode=data.get("returncode"),
                   seconds=float(data.get("seconds", 0.0)))
@@ -129,7 +130,7 @@ def parse_jsonl(text: str, side: str, returncode: int | None = None, timed_out: 
     return run
 
 
-def capability_skips(probes: dict[str, dict], tests_dir: Path) -> dict[str, str]:
+def capability_skips(probes: dict[str, dict[str, Any]], tests_dir: Path) -> dict[str, str]:
     """Test id -> reason, for capabilities missing on any side; applied to both sides alike."""
     skips: dict[str, str] = {}
     for key, (word, reason) in CAPABILITIES.items():

@@ -17,10 +17,18 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
 
 from ..digest import sha256_file
 from ..errors import MlxForkError
+from ..libmlx_probe import parse_probe, probe_command
 from ..proc import run, say
+from ..stockwheels import host_stock_wheels
+from ..tools import env_tool
+from ..virtualenvs import create_venv, venv_python
+from ..wheeldir import patched_wheels, same_build_frontend
 
 FRONTEND_DIST = "mlx"
 # The backend wheel a plain install resolves to on this machine: mlx-metal on macOS,
@@ -78,7 +86,7 @@ class Side:
     python: Path  # the venv's interpreter (never resolved: that would leave the venv)
     venv: Path
     wheels: tuple[str, ...]  # wheel file names installed
-    probe: dict = field(default_factory=dict)  # what the interpreter reports (see PROBE)
+    probe: dict[str, Any] = field(default_factory=dict)  # what the interpreter reports (see side_facts)
 
     @property
     def mlx_version(self) -> str:
@@ -88,67 +96,35 @@ class Side:
     def libmlx_sha256(self) -> str:
         return str(self.probe.get("libmlx_sha256", ""))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["python"] = str(self.python)
         data["venv"] = str(self.venv)
         return data
 
 
-# Run inside a side's venv: proves which MLX is loaded and from where.
-PROBE = r"""
-import hashlib, json, os, sys
-from importlib import metadata
-import mlx.core as mx
-lib_dir = os.path.join(os.path.dirname(mx.__file__), "lib")
-lib = next((os.path.join(lib_dir, n) for n in sorted(os.listdir(lib_dir)) if n.startswith("libmlx.")), "")
-digest = hashlib.sha256(open(lib, "rb").read()).hexdigest() if lib else ""
-def gguf_works():
-    # MLX built with MLX_BUILD_GGUF=OFF raises from save_gguf.
-    import tempfile
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            mx.save_gguf(os.path.join(d, "t.gguf"), {"x": mx.ones((2,))})
-        return True
-    except Exception:
-        return False
-def provenance():
-    # mlx-fork wheels carry mlx/lib/mlx-fork.json: the build's inputs, including the applied patches.
-    path = os.path.join(lib_dir, "mlx-fork.json")
-    if not os.path.isfile(path):
-        return None
-    data = json.load(open(path))
-    inputs = data.get("inputs", {})
-    return {"label": data.get("label"), "packaging": inputs.get("packaging"),
-            "patches": inputs.get("patches", []), "inputs_sha256": data.get("inputs_sha256")}
-def version(dist):
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-print(json.dumps({
-    "python": sys.version.split()[0],
-    "mlx_version": mx.__version__,
-    "mlx": version("mlx"), "mlx_cpu": version("mlx-cpu"), "mlx_metal": version("mlx-metal"),
-    "numpy": version("numpy"),
-    "libmlx_sha256": digest,
-    "default_device": str(mx.default_device()),
-    "gguf": gguf_works(),
-    "provenance": provenance(),
-}))
-"""
+def side_facts(answer: dict[str, Any]) -> dict[str, Any]:
+    """What a side records of the libmlx probe's answer (libmlx_probe.py): which MLX it loads, and its build."""
+    provenance = answer.get("provenance")
+    summary = None
+    if isinstance(provenance, dict):
+        # mlx-fork wheels carry mlx/lib/mlx-fork.json: the build's inputs, including the applied patches.
+        inputs = provenance.get("inputs", {})
+        summary = {"label": provenance.get("label"), "packaging": inputs.get("packaging"),
+                   "patches": inputs.get("patches", []), "inputs_sha256": provenance.get("inputs_sha256")}
+    versions = answer.get("distributions", {})
+    return {
+        "python": answer.get("python"),
+        "mlx_version": answer.get("version"),
+        "mlx": versions.get("mlx"), "mlx_cpu": versions.get("mlx-cpu"), "mlx_metal": versions.get("mlx-metal"),
+        "numpy": versions.get("numpy"),
+        "libmlx_sha256": answer.get("installed_sha256") or "",
+        "default_device": answer.get("default_device"),
+        "gguf": answer.get("gguf"),
+        "provenance": summary,
+    }
 
 
-
-
-def _wheel_version(path: Path) -> str:
-    # {dist}-{version}(-{build})?-{py}-{abi}-{plat}.whl
-    return path.name.split("-")[1]
-
-
-def _is_release(version: str, wanted: str) -> bool:
-    """`0.31.1` and `0.31.1+fork.3` both are release 0.31.1."""
-    return version.split("+", 1)[0] == wanted
 
 
 def _compatible(path: Path) -> bool:
@@ -161,26 +137,8 @@ def _compatible(path: Path) -> bool:
     return plat == "any" or platform.machine() in plat
 
 
-def stock_wheel_dir(work: Path, version: str, backend: str = BACKEND_DIST, numpy: bool = True) -> Path:
-    """Download (once) the stock wheels and the shared numpy into the work dir."""
-    dest = work / "stock-wheels" / version
-    want = [f"{FRONTEND_DIST}-{version}-", f"{backend}-{version}-"] + (["numpy-"] if numpy else [])
-    have = [p.name for p in dest.glob("*.whl")] if dest.is_dir() else []
-    if all(any(n.startswith(w) for n in have) for w in want):
-        return dest
-    requirement = backend.replace("_", "-")
-    say(f"downloading stock mlx=={version} {requirement}=={version} and numpy from PyPI into {dest}")
-    dest.mkdir(parents=True, exist_ok=True)
-    run(
-        [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
-         "--no-deps", "-d", str(dest), f"mlx=={version}", f"{requirement}=={version}", "numpy<3"],
-        step="download stock wheels", log=work / "logs" / "stock-download.log",
-    )
-    return dest
-
-
 def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_DIST) -> tuple[Path, Path | None]:
-    """(backend wheel, frontend wheel or None) of release `version` in `wheels` (searched recursively).
+    """(backend wheel, frontend wheel or None): ours (wheeldir.py) of release `version` in `wheels`, searched recursively.
 
     Several builds of one release: the newest file wins (it is what `mlx-fork build` just wrote).
     """
@@ -190,15 +148,8 @@ def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_
             hint="run `mlx-fork build --base B` first, or pass --wheels DIR",
         )
 
-    def pick(dist: str, exact: str | None = None) -> Path | None:
-        found = [
-            p for p in wheels.rglob(f"{dist}-*.whl")
-            if _is_release(_wheel_version(p), version) and _compatible(p)
-            and (exact is None or _wheel_version(p) == exact)
-        ]
-        return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-    backend = pick(backend_name)
+    ours = [w for w in patched_wheels(wheels, version, recursive=True) if _compatible(w.path)]
+    backend = next((w for w in ours if w.dist == canonicalize_name(backend_name)), None)
     if backend is None:
         raise MlxForkError(
             f"no {backend_name} wheel of release {version} for this platform under {wheels}",
@@ -206,8 +157,8 @@ def find_patched_wheels(wheels: Path, version: str, backend_name: str = BACKEND_
         )
     # The frontend must come from the same build (full packaging: same version and label);
     # an unlabelled frontend is the stock one mirrored next to an overlay backend.
-    frontend = pick(FRONTEND_DIST, exact=_wheel_version(backend))
-    return backend, frontend
+    frontend = next(iter(same_build_frontend(ours, backend)), None)
+    return backend.path, frontend.path if frontend else None
 
 
 def _requirement_files(stock_dir: Path, version: str, backend: str = BACKEND_DIST,
@@ -235,20 +186,18 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
         wanted.append(f"libmlx {sha256_file(libmlx)}")
     if cuda_site is not None:
         wanted.append(f"cuda-libraries {cuda_site}")
-    python = venv / "bin" / "python"
+    python = venv_python(venv)
     reuse = (
         not fresh and python.exists() and stamp.is_file()
         and json.loads(stamp.read_text(encoding="utf-8")) == wanted
     )
     if not reuse:
-        if venv.exists():
-            shutil.rmtree(venv)
         say(f"{name}: creating venv {venv}")
         # No pip inside the venv: this interpreter's pip installs into it (--python), so
         # interpreters whose base has no ensurepip (many Linux images) work too.
-        run([sys.executable, "-m", "venv", "--without-pip", str(venv)], step=f"create {name} venv")
+        create_venv(venv, with_pip=False)
         run(
-            [sys.executable, "-m", "pip", "--python", str(python), "install", "--disable-pip-version-check",
+            [*env_tool("pip"), "--python", str(python), "install", "--disable-pip-version-check",
              "--no-index", "--no-deps", *[str(p) for p in wheel_files]],
             step=f"install wheels into the {name} venv", log=work / "logs" / f"venv-{name}.log",
         )
@@ -260,13 +209,13 @@ def make_side(name: str, venv: Path, wheel_files: list[Path], work: Path, fresh:
         if cuda_site is not None:
             _link_cuda_site(venv, cuda_site)
         stamp.write_text(json.dumps(wanted), encoding="utf-8")
-    proc = run([str(python), "-c", PROBE], step=f"import mlx in the {name} venv", check=False)
+    proc = run(probe_command(python, isolated=False, gguf=True), step=f"import mlx in the {name} venv", check=False)
     if proc.returncode != 0:
         raise MlxForkError(
             f"{name} venv cannot import mlx.core (exit {proc.returncode})",
             hint=(proc.stderr or proc.stdout).strip().splitlines()[-1] if (proc.stderr or proc.stdout) else None,
         )
-    probe = json.loads(proc.stdout.strip().splitlines()[-1])
+    probe = side_facts(parse_probe(proc.stdout))
     return Side(name, python, venv, tuple(p.name for p in wheel_files), probe)
 
 
@@ -301,7 +250,7 @@ def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = F
     notes: list[str] = []
     backend_name = backend_dist(platform_name)
     with_numpy = cuda_site is None  # else numpy comes from that environment, the same for both sides
-    stock_dir = stock_wheel_dir(work, version, backend_name, numpy=with_numpy)
+    stock_dir = host_stock_wheels(work, version, backend_name, numpy=with_numpy)
     frontend, backend, numpy = _requirement_files(stock_dir, version, backend_name, numpy=with_numpy)
     check_pins([frontend, backend], pins or {})
     extra = [numpy] if numpy is not None else []

@@ -26,6 +26,7 @@ extern "C" {
 #endif
 CFTypeRef CFRetain(CFTypeRef cf);
 void CFRelease(CFTypeRef cf);
+CFStringRef __CFStringMakeConstantString(const char* cStr);
 #ifdef __cplusplus
 }
 #endif

@@ -1,11 +1,12 @@
-// Stand-in: the page size globals of the Mach VM interface.
+// Stand-in: the page size globals of the Mach VM interface (libmetalsim defines vm_page_size: 16 KiB,
+// Apple silicon's page).
 #pragma once
-#include <stdint.h>
+#include <mach/mach.h>
 #ifdef __cplusplus
 extern "C" {
 #endif
-extern uintptr_t vm_page_size;
-extern uintptr_t vm_page_mask;
+extern vm_size_t vm_page_size;
+extern vm_size_t vm_page_mask;
 extern int vm_page_shift;
 #ifdef __cplusplus
 }

@@ -1,4 +1,6 @@
-// Stand-in: message dispatch entry points, untyped as with OBJC_OLD_DISPATCH_PROTOTYPES=0.
+// Stand-in: message dispatch entry points (libmetalsim: x86-64 assembly in trampolines.S).
+// Declared without a prototype, as Apple's runtime does with OBJC_OLD_DISPATCH_PROTOTYPES=0:
+// every call site casts to the exact type.
 #pragma once
 #include <objc/runtime.h>
 #ifdef __cplusplus

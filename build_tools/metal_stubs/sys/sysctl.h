@@ -1,4 +1,5 @@
-// Stand-in: glibc >= 2.32 ships no sys/sysctl.h; MLX uses sysctlbyname only.
+// Stand-in: glibc >= 2.32 ships no sys/sysctl.h; MLX uses sysctlbyname only (hw.memsize,
+// iogpu.rsrc_limit; libmetalsim answers from the simulated machine).
 #pragma once
 #include <stddef.h>
 #ifdef __cplusplus

@@ -10,8 +10,12 @@ stream be shared between threads), the check tests the same property the way tha
 base defines it. Each test runs in its own process, so one crash costs one test.
 """
 
+from __future__ import annotations
+
 import threading
 import unittest
+from collections.abc import Callable
+from typing import Any
 
 import mlx.core as mx
 
@@ -19,10 +23,10 @@ SINGULAR = [[1.0, 2.0], [2.0, 4.0]]
 HAS_THREAD_LOCAL_STREAMS = hasattr(mx, "new_thread_local_stream")
 
 
-def run_threads(target, n, *args):
-    errors = []
+def run_threads(target: Callable[..., None], n: int, *args: Any) -> list[str]:
+    errors: list[str] = []
 
-    def wrapped(i):
+    def wrapped(i: int) -> None:
         try:
             target(i, *args)
         except Exception as exc:  # collected: unittest cannot see other threads' failures
@@ -37,7 +41,7 @@ def run_threads(target, n, *args):
 
 
 class TestDeferredErrors(unittest.TestCase):
-    def test_async_eval_error_in_synchronize(self):
+    def test_async_eval_error_in_synchronize(self) -> None:
         a = mx.linalg.inv(mx.array(SINGULAR), stream=mx.cpu)
         mx.async_eval(a)
         with self.assertRaises(RuntimeError):
@@ -46,7 +50,7 @@ class TestDeferredErrors(unittest.TestCase):
         # The stream must keep working after the error was delivered.
         self.assertEqual((mx.arange(4, stream=mx.cpu) * 2).sum().item(), 12)
 
-    def test_eval_error_is_catchable(self):
+    def test_eval_error_is_catchable(self) -> None:
         a = mx.linalg.inv(mx.array(SINGULAR), stream=mx.cpu)
         with self.assertRaises(RuntimeError):
             mx.eval(a)
@@ -55,13 +59,13 @@ class TestDeferredErrors(unittest.TestCase):
 
 
 class TestThreads(unittest.TestCase):
-    def test_threadlocal_stream(self):
+    def test_threadlocal_stream(self) -> None:
         if HAS_THREAD_LOCAL_STREAMS:
             # v0.32+ semantics: a plain stream belongs to its creating thread, using it
             # elsewhere raises; a thread-local stream works from any thread.
             shared = mx.new_stream(mx.default_device())
 
-            def foreign(i):
+            def foreign(i: int) -> None:
                 try:
                     with mx.stream(shared):
                         mx.eval(2 * mx.arange(10))
@@ -72,7 +76,7 @@ class TestThreads(unittest.TestCase):
             self.assertEqual(run_threads(foreign, 2), [])
             local = mx.new_thread_local_stream(mx.default_device())
 
-            def own(i):
+            def own(i: int) -> None:
                 with mx.stream(local):
                     y = 2 * mx.arange(10)
                     mx.eval(y)
@@ -86,7 +90,7 @@ class TestThreads(unittest.TestCase):
             shared = mx.new_stream(mx.cpu)
             expected = [2 * k for k in range(1000)]
 
-            def use_shared(i):
+            def use_shared(i: int) -> None:
                 with mx.stream(shared):
                     for _ in range(200):
                         y = 2 * mx.arange(1000)
@@ -96,7 +100,7 @@ class TestThreads(unittest.TestCase):
 
             self.assertEqual(run_threads(use_shared, 4), [])
 
-    def test_concurrent_transforms(self):
+    def test_concurrent_transforms(self) -> None:
         x = mx.array([1.0, 2.0, 3.0])
         iters = 500
         expected_grad = mx.grad(lambda a: (a * a).sum())(x).tolist()
@@ -104,7 +108,7 @@ class TestThreads(unittest.TestCase):
         xb = mx.broadcast_to(x, (8, 3))
         expected_vmap = mx.vmap(lambda a: a * a)(xb).tolist()
 
-        def worker(i):
+        def worker(i: int) -> None:
             kind = i % 3
             if kind == 0:
                 f, arg, want = mx.grad(lambda a: (a * a).sum()), x, expected_grad
@@ -120,10 +124,10 @@ class TestThreads(unittest.TestCase):
 
         self.assertEqual(run_threads(worker, 9), [])
 
-    def test_threads_on_own_streams(self):
+    def test_threads_on_own_streams(self) -> None:
         # Each thread evaluates its own graph on its own stream: the supported
         # multi-threaded pattern on every base.
-        def worker(i):
+        def worker(i: int) -> None:
             s = mx.new_thread_local_stream(mx.cpu) if HAS_THREAD_LOCAL_STREAMS else mx.new_stream(mx.cpu)
             with mx.stream(s):
                 for k in range(100):

@@ -8,17 +8,26 @@ time, so the minimum is the least disturbed estimate (as timeit advises).
 Lower is better for every case. Standard library + mlx only.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import mlx.core as mx
 
+# An mlx.core.array: the tool's own environment, where this file is type-checked, has no mlx.
+Array = Any
+# (wall seconds per unit, process CPU seconds per unit), one per timed batch
+Samples = list[tuple[float, float]]
 
-def timed_batches(fn, batches, warmup=1):
+
+def timed_batches(fn: Callable[[], int], batches: int, warmup: int = 1) -> Samples:
     """[(wall seconds per unit, process CPU seconds per unit)] per batch.
 
     CPU time is summed over all the process's threads (MLX's stream workers
@@ -27,7 +36,7 @@ def timed_batches(fn, batches, warmup=1):
     """
     for _ in range(warmup):
         fn()
-    samples = []
+    samples: Samples = []
     for _ in range(batches):
         c0 = time.process_time()
         t0 = time.perf_counter()
@@ -38,14 +47,14 @@ def timed_batches(fn, batches, warmup=1):
     return samples
 
 
-def case_dispatch(scale):
+def case_dispatch(scale: float) -> tuple[str, Samples]:
     """Latency of evaluating one tiny op: graph build + schedule + eval overhead."""
     a = mx.array([1.0, 2.0, 3.0])
     b = mx.array([0.5, 0.5, 0.5])
     mx.eval(a, b)
     n = max(1, int(2000 * scale))
 
-    def fn():
+    def fn() -> int:
         for _ in range(n):
             mx.eval(a + b)
         return n
@@ -53,7 +62,7 @@ def case_dispatch(scale):
     return "s/op", timed_batches(fn, 9)
 
 
-def case_graph_eval(scale):
+def case_graph_eval(scale: float) -> tuple[str, Samples]:
     """One eval of a mid-size graph (~200 nodes of elementwise ops and small matmuls)."""
     mx.random.seed(0)
     x = mx.random.normal(shape=(256, 256))
@@ -61,7 +70,7 @@ def case_graph_eval(scale):
     mx.eval(x, w)
     n = max(1, int(2 * scale))
 
-    def build():
+    def build() -> Array:
         y = x
         for i in range(40):
             y = mx.tanh(y) * 0.9 + mx.sin(y) * 0.1
@@ -70,7 +79,7 @@ def case_graph_eval(scale):
                 y = y @ w
         return y.sum()
 
-    def fn():
+    def fn() -> int:
         for _ in range(n):
             mx.eval(build())
         return n
@@ -78,7 +87,7 @@ def case_graph_eval(scale):
     return "s/graph", timed_batches(fn, 5)
 
 
-def case_matmul(scale):
+def case_matmul(scale: float) -> tuple[str, Samples]:
     """A 512x512 float32 matmul (BLAS-bound: a patch should not change it)."""
     mx.random.seed(1)
     a = mx.random.normal(shape=(512, 512))
@@ -86,7 +95,7 @@ def case_matmul(scale):
     mx.eval(a, b)
     n = max(1, int(4 * scale))
 
-    def fn():
+    def fn() -> int:
         for _ in range(n):
             mx.eval(a @ b)
         return n
@@ -94,7 +103,7 @@ def case_matmul(scale):
     return "s/matmul", timed_batches(fn, 5)
 
 
-def case_threads(scale, threads=4):
+def case_threads(scale: float, threads: int = 4) -> tuple[str, Samples]:
     """Throughput of `threads` Python threads, each evaluating small graphs on its own CPU stream.
 
     v0.32+ streams belong to the thread that made them (thread-local streams exist
@@ -103,7 +112,7 @@ def case_threads(scale, threads=4):
     """
     per_thread = hasattr(mx, "new_thread_local_stream")
     streams = [None if per_thread else mx.new_stream(mx.cpu) for _ in range(threads)]
-    inputs = []
+    inputs: list[Array] = []
     for i in range(threads):
         x = mx.random.normal(shape=(64, 64), key=mx.random.key(i))
         mx.eval(x)
@@ -112,9 +121,9 @@ def case_threads(scale, threads=4):
                 mx.eval((x @ x).sum())
         inputs.append(x)
     n = max(1, int(50 * scale))
-    errors = []
+    errors: list[str] = []
 
-    def work(i):
+    def work(i: int) -> None:
         try:
             stream = streams[i] if streams[i] is not None else mx.new_stream(mx.cpu)
             with mx.stream(stream):
@@ -124,7 +133,7 @@ def case_threads(scale, threads=4):
         except Exception as exc:
             errors.append(repr(exc))
 
-    def fn():
+    def fn() -> int:
         ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
         for t in ts:
             t.start()
@@ -137,7 +146,8 @@ def case_threads(scale, threads=4):
     return "s/eval", timed_batches(fn, 3)
 
 
-def case_decode(scale, layers=4, dim=512, heads=8, vocab=4096, prompt=64):
+def case_decode(scale: float, layers: int = 4, dim: int = 512, heads: int = 8, vocab: int = 4096,
+                prompt: int = 64) -> tuple[str, Samples]:
     """Token-by-token greedy decode of a small random-weight transformer with a KV cache.
 
     The shape of LLM serving's inner loop: per token a few dozen small kernels
@@ -154,12 +164,12 @@ def case_decode(scale, layers=4, dim=512, heads=8, vocab=4096, prompt=64):
               for _ in range(layers)]
     mx.eval(emb, blocks)
 
-    def norm(x):
+    def norm(x: Array) -> Array:
         return x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + 1e-5)
 
-    def step(x, cache):
+    def step(x: Array, cache: list[Any]) -> tuple[Array, list[tuple[Array, Array]]]:
         # x: (T, dim); cache: per layer (k, v) of shape (heads, S, head) or None
-        out_cache = []
+        out_cache: list[tuple[Array, Array]] = []
         for blk, kv in zip(blocks, cache):
             h = norm(x)
             t = h.shape[0]
@@ -179,7 +189,7 @@ def case_decode(scale, layers=4, dim=512, heads=8, vocab=4096, prompt=64):
     prompt_ids = mx.random.randint(0, vocab, shape=(prompt,))
     mx.eval(prompt_ids)
 
-    def fn():
+    def fn() -> int:
         tok, cache = step(emb[prompt_ids], [None] * layers)
         mx.eval(tok, cache)
         for _ in range(tokens):
@@ -190,7 +200,7 @@ def case_decode(scale, layers=4, dim=512, heads=8, vocab=4096, prompt=64):
     return "s/token", timed_batches(fn, 5)
 
 
-def case_gpu_threads(scale, threads=4):
+def case_gpu_threads(scale: float, threads: int = 4) -> tuple[str, Samples]:
     """Throughput of `threads` Python threads, each evaluating small graphs on its own GPU stream.
 
     Each thread makes its stream itself (thread-local streams in v0.32+; on
@@ -198,15 +208,15 @@ def case_gpu_threads(scale, threads=4):
     """
     per_thread = hasattr(mx, "new_thread_local_stream")
     streams = [None if per_thread else mx.new_stream(mx.gpu) for _ in range(threads)]
-    inputs = []
+    inputs: list[Array] = []
     for i in range(threads):
         x = mx.random.normal(shape=(256, 256), key=mx.random.key(i))
         mx.eval(x)
         inputs.append(x)
     n = max(1, int(50 * scale))
-    errors = []
+    errors: list[str] = []
 
-    def work(i):
+    def work(i: int) -> None:
         try:
             stream = streams[i] if streams[i] is not None else mx.new_stream(mx.gpu)
             with mx.stream(stream):
@@ -216,7 +226,7 @@ def case_gpu_threads(scale, threads=4):
         except Exception as exc:
             errors.append(repr(exc))
 
-    def fn():
+    def fn() -> int:
         ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
         for t in ts:
             t.start()
@@ -229,7 +239,7 @@ def case_gpu_threads(scale, threads=4):
     return "s/eval", timed_batches(fn, 3)
 
 
-CASES = {
+CASES: dict[str, Callable[[float], tuple[str, Samples]]] = {
     "dispatch": case_dispatch,
     "graph_eval": case_graph_eval,
     "matmul": case_matmul,
@@ -239,12 +249,12 @@ CASES = {
 }
 
 
-def main():
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--scale", type=float, default=1.0)
     args = parser.parse_args()
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for name in args.cases.split(","):
         try:
             unit, samples = CASES[name](args.scale)

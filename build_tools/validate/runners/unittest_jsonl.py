@@ -11,6 +11,8 @@ identically for both sides of a comparison). Subtest failures count against
 their test. Standard library only: it runs in the venv under test.
 """
 
+from __future__ import annotations
+
 import argparse
 import fnmatch
 import json
@@ -19,33 +21,38 @@ import sys
 import time
 import traceback
 import unittest
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from _typeshed import OptExcInfo  # sys.exc_info() of a failed test, as unittest passes it on
 
 RANK = {"pass": 0, "skip": 0, "expected-failure": 0, "unexpected-success": 1, "fail": 2, "error": 3}
 
 
 class JsonlResult(unittest.TestResult):
-    def __init__(self, out):
+    def __init__(self, out: TextIO) -> None:
         super().__init__()
         self.out = out
-        self.current = {}
+        self.current: dict[str, dict[str, Any]] = {}
 
-    def _emit(self, record):
+    def _emit(self, record: dict[str, Any]) -> None:
         self.out.write(json.dumps(record, sort_keys=True) + "\n")
         self.out.flush()
 
-    def _set(self, test, outcome, message=""):
+    def _set(self, test: unittest.TestCase, outcome: str, message: str = "") -> None:
         tid = test.id()
         rec = self.current.setdefault(tid, {"outcome": "pass", "message": ""})
         if RANK[outcome] >= RANK[rec["outcome"]] or rec["outcome"] == "pass":
             rec["outcome"] = outcome
             rec["message"] = message[-4000:]
 
-    def startTest(self, test):
+    def startTest(self, test: unittest.TestCase) -> None:
         super().startTest(test)
         self.current[test.id()] = {"outcome": "pass", "message": "", "t0": time.monotonic()}
         self._emit({"event": "start", "id": test.id()})
 
-    def stopTest(self, test):
+    def stopTest(self, test: unittest.TestCase) -> None:
         super().stopTest(test)
         rec = self.current.pop(test.id(), {"outcome": "pass", "message": "", "t0": time.monotonic()})
         self._emit({
@@ -53,43 +60,44 @@ class JsonlResult(unittest.TestResult):
             "seconds": round(time.monotonic() - rec.get("t0", time.monotonic()), 4),
         })
 
-    def _fmt(self, err):
+    def _fmt(self, err: OptExcInfo) -> str:
         return "".join(traceback.format_exception(*err))
 
-    def addError(self, test, err):
+    def addError(self, test: unittest.TestCase, err: OptExcInfo) -> None:
         super().addError(test, err)
         if isinstance(test, unittest.TestCase):
             self._set(test, "error", self._fmt(err))
         else:  # class/module fixture failure: record it as its own error entry
             self._emit({"event": "end", "id": str(test), "outcome": "error", "message": self._fmt(err)[-4000:], "seconds": 0})
 
-    def addFailure(self, test, err):
+    def addFailure(self, test: unittest.TestCase, err: OptExcInfo) -> None:
         super().addFailure(test, err)
         self._set(test, "fail", self._fmt(err))
 
-    def addSkip(self, test, reason):
+    def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         super().addSkip(test, reason)
         if isinstance(test, unittest.TestCase) and test.id() in self.current:
             self._set(test, "skip", str(reason))
         else:  # skipped class: unittest never starts its tests
             self._emit({"event": "end", "id": test.id(), "outcome": "skip", "message": str(reason), "seconds": 0})
 
-    def addExpectedFailure(self, test, err):
+    def addExpectedFailure(self, test: unittest.TestCase, err: OptExcInfo) -> None:
         super().addExpectedFailure(test, err)
         self._set(test, "expected-failure", self._fmt(err))
 
-    def addUnexpectedSuccess(self, test):
+    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
         super().addUnexpectedSuccess(test)
         self._set(test, "unexpected-success", "")
 
-    def addSubTest(self, test, subtest, err):
+    def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase,
+                   err: OptExcInfo | None) -> None:
         super().addSubTest(test, subtest, err)
         if err is not None:
-            failed = issubclass(err[0], test.failureException)
+            failed = err[0] is not None and issubclass(err[0], test.failureException)
             self._set(test, "fail" if failed else "error", f"{subtest.id()}\n" + self._fmt(err))
 
 
-def iter_tests(suite):
+def iter_tests(suite: unittest.TestSuite) -> Iterator[unittest.TestCase]:
     for item in suite:
         if isinstance(item, unittest.TestSuite):
             yield from iter_tests(item)
@@ -97,7 +105,7 @@ def iter_tests(suite):
             yield item
 
 
-def apply_skips(suite, skips):
+def apply_skips(suite: unittest.TestSuite, skips: dict[str, str]) -> None:
     for test in iter_tests(suite):
         name = getattr(test, "_testMethodName", None)
         if name is None:
@@ -109,7 +117,7 @@ def apply_skips(suite, skips):
                 break
 
 
-def main():
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--skip", default=None)
@@ -117,7 +125,7 @@ def main():
     parser.add_argument("--only", default=None, help="run only tests whose id matches this glob")
     args = parser.parse_args()
     sys.path.insert(0, os.getcwd())
-    skips = {}
+    skips: dict[str, str] = {}
     if args.skip:
         with open(args.skip, encoding="utf-8") as fh:
             skips = json.load(fh)

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable
 
 MARKER = "MLXFORK-RESULT "
 
@@ -23,7 +24,7 @@ def run_index() -> int:
 
 def report(outcome: str, detail: str = "", **extra: object) -> None:
     """Print the one result line. outcome: ok | python-exception | wrong-result."""
-    payload = {"outcome": outcome, "detail": detail[:500]}
+    payload: dict[str, object] = {"outcome": outcome, "detail": detail[:500]}
     payload.update(extra)
     sys.stdout.write(MARKER + json.dumps(payload, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -35,7 +36,7 @@ def progress(message: str) -> None:
     sys.stderr.flush()
 
 
-def main(body) -> None:
+def main(body: Callable[[], None]) -> None:
     """Run body(); an exception escaping it is an unexpected python-exception."""
     try:
         body()

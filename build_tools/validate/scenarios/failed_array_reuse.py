@@ -14,7 +14,7 @@ from _harness import exception_text, main, progress, report
 SINGULAR = [[1.0, 2.0], [2.0, 4.0]]
 
 
-def body():
+def body() -> None:
     a = mx.linalg.inv(mx.array(SINGULAR), stream=mx.cpu)
     progress("first eval of inv(singular)")
     try:

@@ -10,6 +10,7 @@ MLX 0.31.2 and later every thread has its own default stream.
 """
 
 import threading
+from typing import Any
 
 import mlx.core as mx
 from _harness import exception_text, main, progress, report
@@ -24,7 +25,7 @@ def work(x: mx.array, w: mx.array, i: int) -> mx.array:
     return mx.stack([y.sum(), (y * y).mean(), mx.abs(y).max()])
 
 
-def body():
+def body() -> None:
     mx.random.seed(11)
     x = mx.random.normal(shape=(192, 192))
     w = mx.random.normal(shape=(192, 192)) * 0.05
@@ -33,7 +34,7 @@ def body():
     mx.eval(*references)
 
     for rnd in range(ROUNDS):
-        results: list = [None] * THREADS
+        results: list[Any] = [None] * THREADS
         errors: list[str] = []
         barrier = threading.Barrier(THREADS)
 

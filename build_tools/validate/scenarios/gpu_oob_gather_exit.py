@@ -13,7 +13,7 @@ import mlx.core as mx
 from _harness import exception_text, main, progress, report
 
 
-def body():
+def body() -> None:
     x = mx.arange(16, dtype=mx.float32)
     mx.eval(x)
     # 2^31 - 1 elements past a 64-byte buffer: 8 GiB away, never mapped.

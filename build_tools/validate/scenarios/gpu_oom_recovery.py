@@ -14,7 +14,7 @@ from _harness import exception_text, main, progress, report
 ROWS, COLS = 50, 1 << 30  # 50 x 2^30 float32 = 200 GiB (each dim fits a launch)
 
 
-def body():
+def body() -> None:
     progress("allocating 200 GiB on the GPU")
     try:
         huge = mx.zeros((ROWS, COLS), dtype=mx.float32)

@@ -22,7 +22,7 @@ def work(x: mx.array) -> mx.array:
     return (mx.tanh(x @ x) + 1).sum()
 
 
-def body():
+def body() -> None:
     per_thread = hasattr(mx, "new_thread_local_stream")
     streams = [None if per_thread else mx.new_stream(mx.gpu) for _ in range(THREADS)]
     inputs = [mx.random.normal(shape=(256, 256), key=mx.random.key(i)) * 0.05 for i in range(THREADS)]

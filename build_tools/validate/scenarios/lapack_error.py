@@ -8,6 +8,8 @@ checks that the CPU stream still computes correctly afterwards, which is the
 exception-safety half of the fix.
 """
 
+from collections.abc import Callable
+
 import mlx.core as mx
 from _harness import exception_text, main, progress, report
 
@@ -15,7 +17,7 @@ SINGULAR = [[1.0, 2.0], [2.0, 4.0]]
 NAN = float("nan")
 
 
-def cases():
+def cases() -> list[tuple[str, Callable[[], object], bool]]:
     s = mx.array(SINGULAR)
     nan3 = mx.full((3, 3), NAN)
     # (name, thunk, must_raise): a singular inverse/solve has no answer, so
@@ -30,7 +32,7 @@ def cases():
     ]
 
 
-def body():
+def body() -> None:
     raised = []
     silent = []
     for name, make, must_raise in cases():

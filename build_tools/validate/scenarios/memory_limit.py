@@ -19,7 +19,7 @@ LIMIT = 64 << 20
 REQUEST = 256 << 20
 
 
-def body():
+def body() -> None:
     previous = mx.set_memory_limit(LIMIT)
     echoed = mx.set_memory_limit(LIMIT)
     progress(f"memory limit {LIMIT >> 20} MiB (was {previous >> 20} MiB); computing {REQUEST >> 20} MiB")

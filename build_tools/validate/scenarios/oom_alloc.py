@@ -25,7 +25,7 @@ def vm_size() -> int:
     raise RuntimeError("no VmSize in /proc/self/status")
 
 
-def body():
+def body() -> None:
     warm = (mx.arange(8) + 1).sum()
     mx.eval(warm)  # start the CPU stream's thread before capping
     limit = vm_size() + HEADROOM

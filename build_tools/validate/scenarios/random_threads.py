@@ -15,7 +15,7 @@ THREADS = 8
 ITERS = 50
 
 
-def body():
+def body() -> None:
     barrier = threading.Barrier(THREADS)
     bad: list[str] = []
     errors: list[str] = []
@@ -28,7 +28,7 @@ def body():
                 n = mx.random.normal(shape=(64,))
                 mx.eval(u, n)
                 lo, hi = u.min().item(), u.max().item()
-                if u.shape != (32, 32) or not (0.0 <= lo and hi < 1.0):
+                if u.shape != (32, 32) or not (lo >= 0.0 and hi < 1.0):
                     bad.append(f"thread {i} iter {k}: uniform range [{lo}, {hi}]")
                     return
                 if not mx.isfinite(n).all().item():

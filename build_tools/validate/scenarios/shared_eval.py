@@ -21,7 +21,7 @@ def graph(x: mx.array, w: mx.array) -> mx.array:
     return y.sum(axis=0)
 
 
-def body():
+def body() -> None:
     mx.random.seed(1234)
     x = mx.random.normal(shape=(128, 128))
     w = mx.random.normal(shape=(128, 128)) * 0.1

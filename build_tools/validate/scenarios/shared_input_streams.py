@@ -34,7 +34,7 @@ def own(a: mx.array, i: int) -> mx.array:
     return (mx.exp(-mx.abs(a)) * (i + 1)).sum(axis=1)
 
 
-def body():
+def body() -> None:
     home = mx.default_stream(mx.default_device())
     with mx.stream(home):
         mx.random.seed(99)
@@ -48,7 +48,7 @@ def body():
     for trial in range(TRIALS):
         with mx.stream(home):
             a = shared(x, w)  # lazy, shared by all threads
-        results: list = [None] * THREADS
+        results: list[mx.array | None] = [None] * THREADS
         errors: list[str] = []
         barrier = threading.Barrier(THREADS)
 

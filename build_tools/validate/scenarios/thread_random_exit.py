@@ -14,7 +14,7 @@ from _harness import exception_text, main, progress, report
 THREADS = 4
 
 
-def body():
+def body() -> None:
     errors: list[str] = []
 
     def worker() -> None:

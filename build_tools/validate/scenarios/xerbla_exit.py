@@ -10,7 +10,7 @@ import mlx.core as mx
 from _harness import exception_text, main, progress, report
 
 
-def body():
+def body() -> None:
     a = mx.full((3, 3), float("nan"))
     progress("eval eig(nan)")
     try:
