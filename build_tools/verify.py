@@ -17,6 +17,7 @@ API the stock frontend was compiled against, so it forces full packaging.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -35,7 +36,6 @@ from .proc import run, say
 from .virtualenvs import create_venv
 from .wheeldir import frontend_for_this_python, frontends, patched_wheels
 from .wheelfile import wheel_info
-
 
 # Without a GPU driver a CUDA backend cannot be imported (libmlx NEEDs
 # libcuda.so.1). This probe reads what pip installed instead: the same files
@@ -301,14 +301,15 @@ def verify_wheel(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def probe_files(python: Path, library: str, dist: str) -> dict:
+def probe_files(python: Path, library: str, dist: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as empty:
         proc = run([str(python), "-I", "-c", FILES_PROBE, library, dist],
                    step="read the installed files in the fresh venv", cwd=Path(empty))
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    found: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return found
 
 
-def check_installed_files(found: dict, manifest: Manifest, dist: str, result: VerifyResult) -> list[str]:
+def check_installed_files(found: dict[str, Any], manifest: Manifest, dist: str, result: VerifyResult) -> list[str]:
     """The driver-less checks: installed backend version, libmlx sha256, provenance."""
     problems: list[str] = []
     if found["backend_version"] != manifest.version:
@@ -319,7 +320,7 @@ def check_installed_files(found: dict, manifest: Manifest, dist: str, result: Ve
     return problems
 
 
-def _check_sha_and_provenance(found: dict, manifest: Manifest, result: VerifyResult) -> list[str]:
+def _check_sha_and_provenance(found: dict[str, Any], manifest: Manifest, result: VerifyResult) -> list[str]:
     problems: list[str] = []
     expected_sha = manifest.outputs.get("libmlx_sha256")
     if expected_sha and found["installed_sha256"] != expected_sha:
@@ -336,7 +337,7 @@ def _check_sha_and_provenance(found: dict, manifest: Manifest, result: VerifyRes
     return problems
 
 
-def check_imported(found: dict, manifest: Manifest, result: VerifyResult) -> list[str]:
+def check_imported(found: dict[str, Any], manifest: Manifest, result: VerifyResult) -> list[str]:
     """The checks of a probe that imported mlx.core: version, loaded library, files, a computation."""
     problems: list[str] = []
     # libmlx reports the run-time form of the version (manifest.py explains the ".0").
@@ -359,7 +360,7 @@ def check_imported(found: dict, manifest: Manifest, result: VerifyResult) -> lis
     return problems
 
 
-def check_abi(report: "AbiReport", frontend: Path | None, abi_must_pass: bool, result: VerifyResult) -> list[str]:
+def check_abi(report: AbiReport, frontend: Path | None, abi_must_pass: bool, result: VerifyResult) -> list[str]:
     result.abi = report
     if report.removed and not abi_must_pass:
         result.checks.append(

@@ -141,7 +141,7 @@ def test_without_a_gpu_driver_a_cuda_backend_is_checked_from_its_files(tmp_path:
     assert result.left_for_gpu == verify.LEFT_FOR_A_GPU and result.loaded_library == ""
     # The file checks still fail when they should.
     wheels2, backend2, _ = publish(tmp_path / "other", lib, manifest, provenance=manifest_for(lib, patches=2).to_json())
-    with pytest.raises(MlxForkError, match="provenance inputs.patches"):
+    with pytest.raises(MlxForkError, match=r"provenance inputs\.patches"):
         verify.verify_wheel(backend2, manifest, library="libmlx.so", wheel_dir=wheels2, needs_gpu_driver=True)
 
 
