@@ -103,21 +103,24 @@ def case_matmul(scale: float) -> tuple[str, Samples]:
     return "s/matmul", timed_batches(fn, 5)
 
 
-def case_threads(scale: float, threads: int = 4) -> tuple[str, Samples]:
-    """Throughput of `threads` Python threads, each evaluating small graphs on its own CPU stream.
+def threads_on_own_streams(scale: float, device: Any, size: int, warm_up: bool,
+                           threads: int = 4) -> tuple[str, Samples]:
+    """Throughput of `threads` Python threads, each evaluating small graphs on its own stream of `device`.
 
     v0.32+ streams belong to the thread that made them (thread-local streams exist
-    there), so each thread makes its own; on v0.31.x the streams are made and first
-    used on the main thread, because stock registers new streams without a lock.
+    there), so each thread makes its own; on v0.31.x the streams are made on the
+    main thread, because stock registers new streams without a lock (`warm_up`:
+    and first used there too).
     """
     per_thread = hasattr(mx, "new_thread_local_stream")
-    streams = [None if per_thread else mx.new_stream(mx.cpu) for _ in range(threads)]
+    streams = [None if per_thread else mx.new_stream(device) for _ in range(threads)]
     inputs: list[Array] = []
     for i in range(threads):
-        x = mx.random.normal(shape=(64, 64), key=mx.random.key(i))
+        x = mx.random.normal(shape=(size, size), key=mx.random.key(i))
         mx.eval(x)
-        if streams[i] is not None:
-            with mx.stream(streams[i]):
+        stream = streams[i]
+        if warm_up and stream is not None:
+            with mx.stream(stream):
                 mx.eval((x @ x).sum())
         inputs.append(x)
     n = max(1, int(50 * scale))
@@ -125,7 +128,7 @@ def case_threads(scale: float, threads: int = 4) -> tuple[str, Samples]:
 
     def work(i: int) -> None:
         try:
-            stream = streams[i] if streams[i] is not None else mx.new_stream(mx.cpu)
+            stream = streams[i] if streams[i] is not None else mx.new_stream(device)
             with mx.stream(stream):
                 x = inputs[i]
                 for _ in range(n):
@@ -144,6 +147,11 @@ def case_threads(scale: float, threads: int = 4) -> tuple[str, Samples]:
         return n * threads
 
     return "s/eval", timed_batches(fn, 3)
+
+
+def case_threads(scale: float) -> tuple[str, Samples]:
+    """4 threads, each evaluating small graphs (64x64) on its own CPU stream."""
+    return threads_on_own_streams(scale, mx.cpu, 64, warm_up=True)
 
 
 def case_decode(scale: float, layers: int = 4, dim: int = 512, heads: int = 8, vocab: int = 4096,
@@ -200,43 +208,9 @@ def case_decode(scale: float, layers: int = 4, dim: int = 512, heads: int = 8, v
     return "s/token", timed_batches(fn, 5)
 
 
-def case_gpu_threads(scale: float, threads: int = 4) -> tuple[str, Samples]:
-    """Throughput of `threads` Python threads, each evaluating small graphs on its own GPU stream.
-
-    Each thread makes its stream itself (thread-local streams in v0.32+; on
-    v0.31.1 stock makes streams without a lock, so they are made up front there).
-    """
-    per_thread = hasattr(mx, "new_thread_local_stream")
-    streams = [None if per_thread else mx.new_stream(mx.gpu) for _ in range(threads)]
-    inputs: list[Array] = []
-    for i in range(threads):
-        x = mx.random.normal(shape=(256, 256), key=mx.random.key(i))
-        mx.eval(x)
-        inputs.append(x)
-    n = max(1, int(50 * scale))
-    errors: list[str] = []
-
-    def work(i: int) -> None:
-        try:
-            stream = streams[i] if streams[i] is not None else mx.new_stream(mx.gpu)
-            with mx.stream(stream):
-                x = inputs[i]
-                for _ in range(n):
-                    mx.eval((mx.tanh(x @ x) + 1).sum())
-        except Exception as exc:
-            errors.append(repr(exc))
-
-    def fn() -> int:
-        ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        if errors:
-            raise RuntimeError(errors[0])
-        return n * threads
-
-    return "s/eval", timed_batches(fn, 3)
+def case_gpu_threads(scale: float) -> tuple[str, Samples]:
+    """4 threads, each evaluating small graphs (256x256) on its own GPU stream, first used in the threads."""
+    return threads_on_own_streams(scale, mx.gpu, 256, warm_up=False)
 
 
 CASES: dict[str, Callable[[float], tuple[str, Samples]]] = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 
@@ -43,6 +44,15 @@ def main(body: Callable[[], None]) -> None:
     except Exception as exc:  # the scenario's own checks decide what is expected
         traceback.print_exc()
         report("python-exception", f"{type(exc).__name__}: {exc}", expected=False)
+
+
+def run_threads(worker: Callable[[int], None], count: int) -> None:
+    """Start `count` threads running worker(0) .. worker(count - 1) at once and wait for all of them."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def exception_text(exc: BaseException) -> str:

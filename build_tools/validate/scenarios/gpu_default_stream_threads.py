@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 import mlx.core as mx
-from _harness import exception_text, main, progress, report
+from _harness import exception_text, main, progress, report, run_threads
 
 THREADS = 8
 ROUNDS = 8
@@ -50,11 +50,7 @@ def body() -> None:
                 errors.append(f"thread {i}: {exception_text(exc)}")
 
         progress(f"round {rnd}: {THREADS} threads on the default GPU stream")
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(worker, THREADS)
         if errors:
             report("python-exception", errors[0], expected=False, round=rnd)
             return

@@ -9,10 +9,8 @@ NVIDIA H200: SIGSEGV in every one of 14 processes of the GPU performance A/B
 that runs this workload.
 """
 
-import threading
-
 import mlx.core as mx
-from _harness import exception_text, main, progress, report
+from _harness import exception_text, main, progress, report, run_threads
 
 THREADS = 4
 EVALS = 50
@@ -46,11 +44,7 @@ def body() -> None:
             errors.append(f"thread {i}: {exception_text(exc)}")
 
     progress(f"{THREADS} threads x {EVALS} evals, each on its own GPU stream")
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, THREADS)
     if errors:
         report("python-exception", errors[0], expected=False)
     elif wrong:

@@ -9,7 +9,7 @@ counts as a wrong result rather than passing silently.
 import threading
 
 import mlx.core as mx
-from _harness import exception_text, main, progress, report
+from _harness import exception_text, main, progress, report, run_threads
 
 THREADS = 8
 ITERS = 50
@@ -38,11 +38,7 @@ def body() -> None:
             errors.append(f"thread {i}: {exception_text(exc)}")
 
     progress(f"{THREADS} threads x {ITERS} draws")
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(worker, THREADS)
     if errors:
         report("python-exception", errors[0], expected=False, count=len(errors))
     elif bad:

@@ -17,7 +17,7 @@ matmul differs from the GPU's by about 1e-3 after eight layers (a separate
 import threading
 
 import mlx.core as mx
-from _harness import exception_text, is_stream_ownership_error, main, progress, report
+from _harness import exception_text, is_stream_ownership_error, main, progress, report, run_threads
 
 THREADS = 4
 TRIALS = 20
@@ -64,11 +64,7 @@ def body() -> None:
                 errors.append(f"thread {i}: {exception_text(exc)}")
 
         progress(f"trial {trial}")
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_threads(worker, THREADS)
         if errors:
             report("python-exception", errors[0], expected=is_stream_ownership_error(errors[0]), trial=trial)
             return
