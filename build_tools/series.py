@@ -41,6 +41,7 @@ VERIFIED_RUNGS: tuple[str, ...] = (
     "apple-silicon",
     "cpu-reproducer",
     "upstream-suite",
+    "cuda-gpu",
 )
 _HEADER = re.compile(r"^([A-Z][A-Za-z-]*):\s?(.*)$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -137,7 +137,12 @@ def test_every_crash_class_has_a_scenario_program_that_compiles():
         assert s.acceptable <= set(crash.OUTCOMES)
     assert crash.scenario_by_name("G").name == "xerbla_exit"
     oom = crash.scenario_by_name("E")
-    assert crash.applies_here(oom, "linux") and not crash.applies_here(oom, "darwin")
+    assert crash.applies_here(oom, "cpu", "linux") and not crash.applies_here(oom, "cpu", "darwin")
+    # The CUDA build has its own allocator: E is a CPU-backend class; K* need the CUDA backend.
+    assert not crash.applies_here(oom, "cuda", "linux")
+    gpu_only = [s for s in crash.SCENARIOS if s.crash_class.startswith("K")]
+    assert gpu_only and all(crash.applies_here(s, "cuda", "linux") for s in gpu_only)
+    assert not any(crash.applies_here(s, "cpu", "linux") or crash.applies_here(s, "metal", "darwin") for s in gpu_only)
     with pytest.raises(KeyError):
         crash.scenario_by_name("nope")
 

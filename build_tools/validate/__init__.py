@@ -223,10 +223,11 @@ def validate(opts: ValidateOptions) -> dict:
         summary["crash"] = {"skipped": "--skip crash"}
     else:
         chosen = [crash.scenario_by_name(n) for n in opts.scenarios] if opts.scenarios else list(crash.SCENARIOS)
-        not_here = [s for s in chosen if not crash.applies_here(s)]
-        chosen = [s for s in chosen if crash.applies_here(s)]
+        backend = venvs.backend_kind(opts.platform)
+        not_here = [s for s in chosen if not crash.applies_here(s, backend)]
+        chosen = [s for s in chosen if crash.applies_here(s, backend)]
         for s in not_here:
-            notes.append(f"crash class {s.crash_class} ({s.name}) does not apply on this platform")
+            notes.append(f"crash class {s.crash_class} ({s.name}) does not apply to the {backend} backend here")
         say(f"crash reproducers: {len(chosen)} classes x {opts.crash_runs} runs x 2 sides")
         tallies = crash.run_suite(sides, chosen, opts.crash_runs, progress=say, jobs=opts.jobs)
         summary["crash"] = {
@@ -269,7 +270,8 @@ def validate(opts: ValidateOptions) -> dict:
         summary["perf"] = {"skipped": "--skip perf"}
     else:
         say(f"performance A/B: {opts.rounds} alternating rounds")
-        cases = perf.run_ab(sides, opts.rounds, scale=MODE_PERF_SCALE[opts.mode], progress=say)
+        perf_cases = perf.GPU_CASES if opts.platform == "linux-cuda" else perf.CASES
+        cases = perf.run_ab(sides, opts.rounds, cases=perf_cases, scale=MODE_PERF_SCALE[opts.mode], progress=say)
         documented = any(p.cost for p in built_patches)
         summary["perf"] = {
             "rounds": opts.rounds, "gate": list(perf.GATE), "documented_cost": documented,

@@ -53,6 +53,10 @@ class Scenario:
     timeout: float = 60.0  # seconds; a healthy run takes 1-3 s here
     path: Path | None = None  # default: scenarios/<name>.py
     platforms: tuple[str, ...] = ()  # sys.platform prefixes it applies to; empty = all
+    # Backend wheels it applies to ("cpu", "metal", "cuda"); empty = all. The
+    # GPU-only classes need the CUDA backend; E needs the CPU allocator, which
+    # the CUDA build replaces with its own.
+    backends: tuple[str, ...] = ()
 
     @property
     def script(self) -> Path:
@@ -75,7 +79,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              "per-stream locks", _ERRORS_OK),
     # RLIMIT_AS and /proc/self/status: Linux only (macOS does not enforce RLIMIT_AS).
     Scenario("oom_alloc", "E", "an allocation fails (address space capped below the array size)",
-             "graceful out-of-memory", _ERRORS_OK, platforms=("linux",)),
+             "graceful out-of-memory", _ERRORS_OK, platforms=("linux",), backends=("cpu",)),
     Scenario("memory_limit", "F", "mx.set_memory_limit: an over-limit array (within RAM) still evaluates correctly",
              "graceful out-of-memory", _ERRORS_OK),
     # A healthy run (either outcome) exits in well under a second. Stock 0.31.1's
@@ -90,14 +94,28 @@ SCENARIOS: tuple[Scenario, ...] = (
     # Discovered while writing the fixes (not in crash-classes.md): classes X1...
     Scenario("failed_array_reuse", "X1", "reading (or computing from) an array whose evaluation failed",
              "deferred errors (poisoned outputs)", _ERRORS_OK),
+    # GPU-only classes, measured on an NVIDIA H200 (cuda-facts): K1...
+    # A healthy run takes a few seconds; 30 s is a wide margin.
+    Scenario("gpu_default_stream_threads", "K1", "threads evaluate at once on the default GPU stream, some synchronize",
+             "CUDA thread safety (encoder commit)", _ONLY_OK, timeout=30.0, backends=("cuda",)),
+    Scenario("gpu_oom_recovery", "K2", "a GPU allocation fails (200 GiB), then small GPU work",
+             "graceful GPU out-of-memory", _ERRORS_OK, timeout=30.0, backends=("cuda",)),
+    Scenario("gpu_oob_gather_exit", "K3", "an out-of-bounds gather faults the GPU; the program finishes and exits",
+             "nothing reaches std::terminate", _ERRORS_OK, timeout=30.0, backends=("cuda",)),
+    # K4 is the workload of the GPU A/B's gpu_threads_streams case, where stock
+    # 0.31.1 segfaulted in every process.
+    Scenario("gpu_stream_threads", "K4", "threads evaluate at once, each on its own GPU stream",
+             "CUDA thread safety (concurrent eval)", _ONLY_OK, timeout=30.0, backends=("cuda",)),
 )
 
 
-def applies_here(scenario: Scenario, platform: str | None = None) -> bool:
+def applies_here(scenario: Scenario, backend: str, platform: str | None = None) -> bool:
+    """Does the scenario apply to this backend wheel ("cpu", "metal", "cuda") on this OS?"""
     import sys
 
     plat = platform or sys.platform
-    return not scenario.platforms or any(plat.startswith(p) for p in scenario.platforms)
+    on_platform = not scenario.platforms or any(plat.startswith(p) for p in scenario.platforms)
+    return on_platform and (not scenario.backends or backend in scenario.backends)
 
 
 def scenario_by_name(name: str) -> Scenario:

@@ -30,8 +30,11 @@ from pathlib import Path
 from .stats import median, quantile
 
 BENCH = Path(__file__).resolve().parent / "runners" / "bench.py"
-CASES: tuple[str, ...] = ("dispatch", "graph_eval", "matmul", "threads_streams")
-SINGLE_THREAD: frozenset[str] = frozenset({"dispatch", "graph_eval", "matmul"})
+CASES: tuple[str, ...] = ("dispatch", "graph_eval", "matmul", "decode", "threads_streams")
+# On a GPU backend the default device is the GPU: the same cases measure GPU
+# dispatch, plus threads on their own GPU streams.
+GPU_CASES: tuple[str, ...] = CASES + ("gpu_threads_streams",)
+SINGLE_THREAD: frozenset[str] = frozenset({"dispatch", "graph_eval", "matmul", "decode"})
 GATE = (0.98, 1.02)
 
 DESCRIPTIONS = {
@@ -39,6 +42,8 @@ DESCRIPTIONS = {
     "graph_eval": "eval of a mid-size graph (~200 elementwise ops + matmuls, 256x256)",
     "matmul": "512x512 float32 matmul",
     "threads_streams": "4 threads, each evaluating small graphs on its own CPU stream",
+    "decode": "token-by-token greedy decode of a small transformer (4 layers, 512 wide) with a KV cache",
+    "gpu_threads_streams": "4 threads, each evaluating small graphs on its own GPU stream",
 }
 
 

@@ -59,6 +59,13 @@ def backend_dist(platform_name: str) -> str:
     return BACKEND_DIST
 
 
+def backend_kind(platform_name: str) -> str:
+    """The backend a validate platform runs: "cuda", else the host's stock backend ("metal" or "cpu")."""
+    if platform_name == "linux-cuda":
+        return "cuda"
+    return "metal" if sys.platform == "darwin" else "cpu"
+
+
 def platform_tag() -> str:
     """Names report directories: reports/<base>-<platform>."""
     machine = platform.machine().lower() or "unknown"
