@@ -127,12 +127,14 @@ def write_series(series_file: Path, names: list[str], default_header: str) -> No
     """Rewrite a series file to list `names`, keeping what people wrote in it.
 
     Leading comment lines stay first (or `default_header` for a new file); a
-    patch that stays keeps its line, inline comment included; comment lines
-    after the first patch (notes on patches not carried, for example) follow
-    the new list, in their order.
+    patch that stays keeps its line, inline comment included, and the comment
+    lines just above it (a heading between patches); comment lines after the
+    last patch (notes on patches not carried, for example) follow the new
+    list, in their order, after the headings of patches no longer listed.
     """
     leading: list[str] = []
-    trailing: list[str] = []
+    pending: list[str] = []
+    above: dict[str, list[str]] = {}
     lines_by_name: dict[str, str] = {}
     if series_file.is_file():
         seen_patch = False
@@ -140,14 +142,21 @@ def write_series(series_file: Path, names: list[str], default_header: str) -> No
             entry = raw.split("#", 1)[0].strip()
             if entry:
                 seen_patch = True
-                lines_by_name[entry.split()[0]] = raw.rstrip()
+                name = entry.split()[0]
+                lines_by_name[name] = raw.rstrip()
+                above[name] = pending
+                pending = []
             elif seen_patch:
-                trailing.append(raw.rstrip())
+                pending.append(raw.rstrip())
             else:
                 leading.append(raw.rstrip())
     header = leading or [default_header]
-    body = [lines_by_name.get(name, name) for name in names]
-    series_file.write_text("\n".join([*header, *body, *trailing]) + "\n", encoding="utf-8")
+    body: list[str] = []
+    for name in names:
+        body += above.pop(name, [])
+        body.append(lines_by_name.get(name, name))
+    orphaned = [line for block in above.values() for line in block]
+    series_file.write_text("\n".join([*header, *body, *orphaned, *pending]) + "\n", encoding="utf-8")
 
 
 def parse_patch(path: Path) -> Patch:
