@@ -19,7 +19,6 @@ from pathlib import Path
 from .bases import BasePin
 from .digest import sha256_file
 from .errors import MlxForkError
-from .installed_headers import is_installed_header
 
 REQUIRED_HEADERS: tuple[str, ...] = (
     "Description",
@@ -129,32 +128,35 @@ def write_series(series_file: Path, names: list[str], default_header: str) -> No
 
     Leading comment lines stay first (or `default_header` for a new file); a
     patch that stays keeps its line, inline comment included, and the comment
-    lines right above it (a section heading, say); comments above a patch that
-    is no longer listed, and those after the last patch (notes on patches not
-    carried, for example), follow the new list, in their order.
+    lines just above it (a heading between patches); comment lines after the
+    last patch (notes on patches not carried, for example) follow the new
+    list, in their order, after the headings of patches no longer listed.
     """
     leading: list[str] = []
-    trailing: list[str] = []
+    pending: list[str] = []
+    above: dict[str, list[str]] = {}
     lines_by_name: dict[str, str] = {}
-    above_by_name: dict[str, list[str]] = {}
     if series_file.is_file():
         seen_patch = False
-        pending: list[str] = []
         for raw in series_file.read_text(encoding="utf-8").splitlines():
             entry = raw.split("#", 1)[0].strip()
             if entry:
                 seen_patch = True
                 name = entry.split()[0]
                 lines_by_name[name] = raw.rstrip()
-                above_by_name[name], pending = pending, []
+                above[name] = pending
+                pending = []
             elif seen_patch:
                 pending.append(raw.rstrip())
             else:
                 leading.append(raw.rstrip())
-        trailing = [line for name, above in above_by_name.items() if name not in names for line in above] + pending
     header = leading or [default_header]
-    body = [line for name in names for line in [*above_by_name.get(name, []), lines_by_name.get(name, name)]]
-    series_file.write_text("\n".join([*header, *body, *trailing]) + "\n", encoding="utf-8")
+    body: list[str] = []
+    for name in names:
+        body += above.pop(name, [])
+        body.append(lines_by_name.get(name, name))
+    orphaned = [line for block in above.values() for line in block]
+    series_file.write_text("\n".join([*header, *body, *orphaned, *pending]) + "\n", encoding="utf-8")
 
 
 def parse_patch(path: Path) -> Patch:
@@ -238,6 +240,11 @@ def load_series_dir(directory: Path) -> Series:
     names, leading = read_series_names(directory / "series")
     patches = tuple(parse_patch(directory / name) for name in names)
     return Series(directory.name, directory, patches, tuple(leading))
+
+
+def is_installed_header(path: str) -> bool:
+    """True for headers MLX installs under include/ (CMake: mlx/**/*.h, minus one)."""
+    return path.startswith("mlx/") and path.endswith(".h") and path != "mlx/backend/metal/kernels.h"
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "base_add"
 # The bases whose pins were written before `base add` existed: the generator is held to them.
 ORIGINAL_BASES = ["v0.31.1", "v0.32.1"]
 # Bases whose committed base.toml must be what `base add` writes.
-BASES = ORIGINAL_BASES
+BASES = ["v0.31.1", "v0.31.2", "v0.32.0", "v0.32.1"]
 
 
 def recorded(base_name: str) -> RecordedIndex:

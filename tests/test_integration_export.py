@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from build_tools.bases import load_base
+from build_tools.bases import available_bases, load_base
 from build_tools.cli import main
 from build_tools.errors import MlxForkError
 from build_tools.paths import patches_dir
 from build_tools.source import prepare_source
 
 pytestmark = pytest.mark.integration
-BASES = ["v0.31.1", "v0.32.1"]
+BASES = available_bases()  # every pinned base under patches/
 
 
 @pytest.mark.parametrize("base_name", BASES)

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 
 from build_tools import patchqueue
-from build_tools.bases import load_base
+from build_tools.bases import available_bases, load_base
 from build_tools.errors import MlxForkError
 from build_tools.gittree import tree_id
 from build_tools.series import lint_series_dir, load_series
 from build_tools.source import prepare_source
 
 pytestmark = pytest.mark.integration
-BASES = ["v0.31.1", "v0.32.1"]
+BASES = available_bases()  # every pinned base under patches/
 
 
 def _pristine(base_name: str, mlx_source: Path, work: Path):

@@ -220,12 +220,14 @@ def test_export_keeps_series_comments(three_patches: Path, upstream: Upstream, t
     series = three_patches / "series"
     lines = series.read_text().splitlines()
     lines[-2] += "  # keep this inline note"
+    lines.insert(len(lines) - 1, "# a heading between patches stays above its patch")
     series.write_text("\n".join([*lines, "# Not carried: 0009-old-fix.patch (upstream since v0.1.0)", ""]))
     dest = _queue_with_a_new_fix(upstream, tmp_path)
     patchqueue.export(dest, "work", load_base("v0.1.0"))
     text = series.read_text().splitlines()
     assert text[-1] == "# Not carried: 0009-old-fix.patch (upstream since v0.1.0)"
     assert text[-2].startswith("0004-") and text[-3] == "0003-scheduler-twenty.patch"
+    assert text[-4] == "# a heading between patches stays above its patch"
     assert "0002-array-top.patch  # keep this inline note" in text
     assert load_series(load_base("v0.1.0")).patches[-1].name.startswith("0004-")
 
