@@ -15,6 +15,7 @@ import json
 import platform
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,15 +246,19 @@ def check_pins(files: list[Path], pins: dict[str, str]) -> None:
 def prepare_sides(version: str, work: Path, wheels: Path | None, fresh: bool = False,
                   stock_only: bool = False, pins: dict[str, str] | None = None,
                   libmlx: Path | None = None, platform_name: str = "auto",
-                  cuda_site: Path | None = None) -> tuple[Side, Side, list[str]]:
-    """Both sides plus warnings for the report (e.g. 'patched side runs stock wheels')."""
+                  cuda_site: Path | None = None,
+                  extra_wheels: Sequence[Path] = ()) -> tuple[Side, Side, list[str]]:
+    """Both sides plus warnings for the report (e.g. 'patched side runs stock wheels').
+
+    `extra_wheels` go into both venvs alike (mlx-fork soak: the pinned mlx-lm wheel).
+    """
     notes: list[str] = []
     backend_name = backend_dist(platform_name)
     with_numpy = cuda_site is None  # else numpy comes from that environment, the same for both sides
     stock_dir = host_stock_wheels(work, version, backend_name, numpy=with_numpy)
     frontend, backend, numpy = _requirement_files(stock_dir, version, backend_name, numpy=with_numpy)
     check_pins([frontend, backend], pins or {})
-    extra = [numpy] if numpy is not None else []
+    extra = ([numpy] if numpy is not None else []) + list(extra_wheels)
     if cuda_site is not None:
         notes.append(f"CUDA libraries and numpy from an existing environment ({cuda_site.name}), the same for "
                      "both sides; libmlx's RUNPATH would look for them in the venv's own nvidia/ folders")
