@@ -27,6 +27,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "build_tools.index",
     "build_tools.verify",
     "build_tools.validate",
+    "build_tools.soak",
     "build_tools.check_metal",
     "build_tools.simulate",
     "build_tools.stack",

@@ -220,6 +220,14 @@ def validate(opts: ValidateOptions) -> dict[str, Any]:
         "patches": [p.to_json() for p in patches],
         "metal": metal_ladder(base.name, reports_dir()),
     }
+    previous = out_dir / "summary.json"  # a soak section written by `mlx-fork soak` is kept
+    if previous.is_file():
+        try:
+            soak = json.loads(previous.read_text(encoding="utf-8")).get("soak")
+        except ValueError:
+            soak = None
+        if soak is not None:
+            summary["soak"] = soak
     # Never leak machine paths into a report that may be shared.
     for side in summary["sides"].values():
         side.pop("python", None)

@@ -50,6 +50,8 @@ def gates(summary: dict[str, Any]) -> dict[str, str]:
     cxx = summary.get("cxx", {})
     out["cxx"] = cxx.get("gate", NOT_RUN) if cxx.get("status") == "done" else (
         NOT_DONE if cxx.get("status") == "not-done" else NOT_RUN)
+    if "soak" in summary:  # written by `mlx-fork soak`
+        out["soak"] = summary["soak"].get("gate", NOT_RUN)
     return out
 
 
@@ -145,7 +147,10 @@ def build_document(summary: dict[str, Any]) -> tuple[str, list[Section]]:
          "(slower is waived when a patch documents a Cost); "
          "inconclusive when the round-to-round spread is wider than the effect"],
         ["cxx", g.get("cxx", "-"), "upstream C++ doctest suite"],
-    ], [_cls(g.get(k)) for k in ("crash", "parity", "checks", "perf", "cxx")]))
+    ] + ([["soak", g["soak"], "serving soak: the patched side loses no request, never dies or hangs, no wrong token"]]
+         if "soak" in g else []),
+        [_cls(g.get(k)) for k in ("crash", "parity", "checks", "perf", "cxx")]
+        + ([_cls(g["soak"])] if "soak" in g else [])))
     secs.append(head)
 
     pat = Section("Patch series")
@@ -165,6 +170,10 @@ def build_document(summary: dict[str, Any]) -> tuple[str, list[Section]]:
     secs.append(_suite_section(summary.get("suite", {})))
     secs.append(_perf_section(summary.get("perf", {})))
     secs.append(_cxx_section(summary.get("cxx", {})))
+    if "soak" in summary:
+        from ..soak.report import section as soak_section
+
+        secs.append(soak_section(summary["soak"]))
     secs.append(_metal_section(summary.get("metal", {})))
     return title, secs
 
@@ -503,6 +512,10 @@ def write_plots(summary: dict[str, Any], out_dir: Path) -> tuple[set[str], str]:
         fig.savefig(out_dir / "crash.png", dpi=110)
         plt.close(fig)
         written.add("crash.png")
+    if "soak" in summary:
+        from ..soak.report import write_plot as soak_plot
+
+        written |= soak_plot(summary["soak"], out_dir, plt)
     return written, ""
 
 
