@@ -213,7 +213,7 @@ def _soak(cells: list[dict]) -> dict:
         "mlx_lm": {"version": "0.31.2", "wheel": "mlx_lm-0.31.2-py3-none-any.whl", "sha256": "a9" * 32,
                    "why": "the newest that admits 0.31.1"},
         "model": {"class": "mlx_lm.models.llama.Model", "hidden_size": 128, "num_hidden_layers": 4,
-                  "vocab_size": 4096, "parameters": 2_600_000},
+                  "vocab_size": 8192, "parameters": 3_081_000},
         "workload": {"requests": 100, "threads": [8], "streams": "own", "prompt_tokens": [128, 512],
                      "new_tokens": [16, 64], "cache_limit_mb": 32, "hang_s": 60.0, "max_restarts": 200,
                      "minutes": None, "seed": 1, "mix": {"greedy": 0.44, "sample": 0.41}},

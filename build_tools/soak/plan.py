@@ -55,14 +55,14 @@ def streams_allowed(mlx_version: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A small mlx-lm llama with random weights (about 2.6M parameters by default)."""
+    """A small mlx-lm llama with random weights (3.1M parameters by default)."""
 
     hidden_size: int = 128
     num_hidden_layers: int = 4
     intermediate_size: int = 512
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    vocab_size: int = 4096
+    vocab_size: int = 8192
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = False
 
