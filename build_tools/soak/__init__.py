@@ -27,6 +27,7 @@ from ..digest import sha256_file
 from ..errors import MlxForkError
 from ..paths import PRIMARY_BASE, reports_dir, wheels_dir, work_dir
 from ..proc import run, say
+from ..stockwheels import stock_pins
 from ..validate.stats import median
 from .accounting import Ledger, summarize
 from .plan import MIX, MlxLmPin, ModelShape, Plan, Request, mlx_lm_pin, streams_allowed
@@ -257,13 +258,7 @@ def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
     work.mkdir(parents=True, exist_ok=True)
     wheel = mlx_lm_wheel(work, pin, opts.mlx_lm_wheel)
     wheels = None if opts.stock_both else (opts.wheels or wheels_dir())
-    pins = {}
-    try:
-        from ..package import stock_pins
-
-        pins = stock_pins(base)
-    except ImportError:
-        pass
+    pins = stock_pins(base)
     stock, patched, notes = venvs.prepare_sides(base.version, work, wheels, fresh=opts.fresh_venvs,
                                                 stock_only=wheels is None, pins=pins, extra_wheels=[wheel])
     stock_vs_stock = stock.libmlx_sha256 == patched.libmlx_sha256
