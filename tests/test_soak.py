@@ -265,3 +265,18 @@ def test_report_without_soak_is_unchanged():
     assert "soak" not in summary["gates"]
     _, sections = report.build_document(summary)
     assert all(s.title != "Serving soak (mlx-lm)" for s in sections)
+
+
+def test_a_later_run_of_other_ks_is_merged():
+    from build_tools.soak import merge_previous
+
+    first = _soak([_cell("stock"), _cell("patched")])
+    k2 = [_cell("stock", threads=2), _cell("patched", threads=2)]
+    second = dict(_soak(k2), perf=None)
+    merged = merge_previous(first, second)
+    assert [(c["side"], c["threads"]) for c in merged["cells"]] == [
+        ("stock", 2), ("patched", 2), ("stock", 8), ("patched", 8)]
+    assert merged["perf"] == first["perf"] and merged["workload"]["threads"] == [2, 8]
+    assert merged["gate"] == "fail" and "K=8: 3 worker deaths" in merged["gate_reasons"]
+    other = dict(second, model=dict(second["model"], hidden_size=256))
+    assert merge_previous(first, other) is other  # another workload replaces the section

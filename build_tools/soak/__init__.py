@@ -244,6 +244,30 @@ def gate(cells: list[dict], stock_vs_stock: bool) -> tuple[str, list[str]]:
     return ("fail" if reasons else "pass"), reasons
 
 
+def _same_workload(a: dict, b: dict) -> bool:
+    keys = ("streams", "seed", "prompt_tokens", "new_tokens", "cache_limit_mb", "mix")
+    return (a.get("mlx_lm", {}).get("sha256") == b["mlx_lm"]["sha256"] and a.get("model") == b["model"]
+            and a.get("sides") == b["sides"] and all(a.get("workload", {}).get(k) == b["workload"][k] for k in keys))
+
+
+def merge_previous(previous: dict | None, soak: dict) -> dict:
+    """Keep the cells (K values) and perf of an earlier run of the same workload on the same wheels.
+
+    So K=8 can run long and K=2 and K=16 short, in separate invocations, into one section.
+    """
+    if not previous or not _same_workload(previous, soak):
+        return soak
+    ks = {c["threads"] for c in soak["cells"]}
+    kept = [c for c in previous.get("cells", []) if c["threads"] not in ks]
+    merged = dict(soak, cells=sorted(kept + soak["cells"], key=lambda c: (c["threads"], c["side"] != "stock")))
+    if soak.get("perf") is None and previous.get("perf") is not None:
+        merged["perf"] = previous["perf"]
+    merged["workload"] = dict(soak["workload"], threads=sorted({c["threads"] for c in merged["cells"]}))
+    merged["seconds"] = round(previous.get("seconds", 0.0) + soak["seconds"], 1)
+    merged["gate"], merged["gate_reasons"] = gate(merged["cells"], soak["stock_vs_stock"])
+    return merged
+
+
 def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
     from ..validate import report, venvs
     from ..validate.metal import metal_ladder
@@ -332,7 +356,7 @@ def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
             "sides": sides_json, "patches": [p.to_json() for p in load_patch_info(base)],
             "metal": metal_ladder(base.name, reports_dir()),
         }
-    summary["soak"] = soak
+    summary["soak"] = merge_previous(summary.get("soak"), soak)
     summary["gates"] = report.gates(summary)
     report.write_report(summary, out_dir)
     return soak, out_dir

@@ -35,7 +35,7 @@ def section(soak: dict) -> Section:
         f"mlx-lm {lm['version']} ({lm['wheel']}, sha256 {lm['sha256'][:16]}; {lm['why']}). Model: "
         f"{m['class']} with random weights, {m['parameters']:,} parameters (hidden {m['hidden_size']}, "
         f"{m['num_hidden_layers']} layers, vocab {m['vocab_size']}). Generation: mlx_lm.generate.generate_step "
-        f"(prefill, then decode pipelined with mx.async_eval). {w['requests']} requests per side and K, prompts "
+        f"(prefill, then decode pipelined with mx.async_eval). Requests per side and K as in the table, prompts "
         f"{w['prompt_tokens'][0]}-{w['prompt_tokens'][1]} tokens, {w['new_tokens'][0]}-{w['new_tokens'][1]} new "
         f"tokens, {w['streams']} streams, each request thread its own KV cache, mx.clear_cache() after every "
         f"request, cache limit {w['cache_limit_mb']} MiB. Mix: "
