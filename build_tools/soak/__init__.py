@@ -271,7 +271,7 @@ def merge_previous(previous: dict | None, soak: dict) -> dict:
 def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
     from ..validate import report, venvs
     from ..validate.metal import metal_ladder
-    from ..validate.patchinfo import load_patch_info
+    from ..validate.patchinfo import load_patch_info, match_wheel
 
     base = load_base(opts.base)
     if opts.streams not in streams_allowed(base.version):
@@ -338,6 +338,10 @@ def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
     }
     out_dir = opts.report_dir or reports_dir() / f"{base.name}-{venvs.platform_tag()}"
     summary_path = out_dir / "summary.json"
+    wheel_patches = [] if stock_vs_stock else (patched.probe.get("provenance") or {}).get("patches")
+    patches, series_note = match_wheel(load_patch_info(base), wheel_patches)
+    if series_note:
+        soak["notes"].append(series_note)
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
         summary["notes"] = [n for n in summary.get("notes", []) if not n.startswith("plots not drawn")]
@@ -353,7 +357,7 @@ def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
             "platform": venvs.platform_tag(), "mode": "soak only", "generated": soak["generated"],
             "report_dir": str(out_dir), "stock_vs_stock": stock_vs_stock,
             "notes": ["only `mlx-fork soak` has run for this report; run `mlx-fork validate` for the other parts"],
-            "sides": sides_json, "patches": [p.to_json() for p in load_patch_info(base)],
+            "sides": sides_json, "patches": [p.to_json() for p in patches],
             "metal": metal_ladder(base.name, reports_dir()),
         }
     summary["soak"] = merge_previous(summary.get("soak"), soak)

@@ -35,7 +35,10 @@ def section(soak: dict) -> Section:
         f"mlx-lm {lm['version']} ({lm['wheel']}, sha256 {lm['sha256'][:16]}; {lm['why']}). Model: "
         f"{m['class']} with random weights, {m['parameters']:,} parameters (hidden {m['hidden_size']}, "
         f"{m['num_hidden_layers']} layers, vocab {m['vocab_size']}). Generation: mlx_lm.generate.generate_step "
-        f"(prefill, then decode pipelined with mx.async_eval). Requests per side and K as in the table, prompts "
+        f"(prefill, then decode pipelined with mx.async_eval); mlx-lm is imported without its package __init__ "
+        "(its converter and loader need transformers and huggingface_hub, which are not installed): generate.py "
+        "gets stand-ins for the three names it imports from them, which generate_step does not use. "
+        f"Requests per side and K as in the table, prompts "
         f"{w['prompt_tokens'][0]}-{w['prompt_tokens'][1]} tokens, {w['new_tokens'][0]}-{w['new_tokens'][1]} new "
         f"tokens, {w['streams']} streams, each request thread its own KV cache, mx.clear_cache() after every "
         f"request, cache limit {w['cache_limit_mb']} MiB. Mix: "
@@ -49,6 +52,8 @@ def section(soak: dict) -> Section:
         + (f" or {w['minutes']} minutes" if w.get("minutes") else "") + ").")
     if soak.get("stock_vs_stock"):
         sec.blocks.append("**Stock vs stock:** both sides load the same libmlx.")
+    if soak.get("notes"):
+        sec.blocks.append([f"note: {n}" for n in soak["notes"]])
     if not soak.get("references_equal", True):
         sec.blocks.append("Note: the single-thread references of the two sides differ (each side is checked "
                           "against its own).")
