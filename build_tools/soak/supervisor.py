@@ -107,10 +107,9 @@ def supervise(ledger: Ledger, command: WorkerCommand, limits: Limits, log_dir: P
                 elif kind in ("ready", "exit"):
                     clean = clean or kind == "exit"
                     last_progress = time.monotonic()
-            if time.monotonic() - last_progress > limits.hang_s:
+            if not hung and time.monotonic() - last_progress > limits.hang_s:
                 hung = True
-                proc.kill()
-                break
+                proc.kill()  # what it printed before is still read, up to the end of its output
         rc = proc.wait()
         if hung:
             end = "hang"
