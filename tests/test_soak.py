@@ -129,7 +129,8 @@ WORKER = textwrap.dedent("""
         emit(ev="start", id=r["id"])
         if mode == "die" and life == 0 and i == 2:
             emit(ev="start", id=reqs[i + 1]["id"])  # a second thread had started one too
-            sys.stderr.write("Fatal Python error: Segmentation fault\\n")
+            sys.stderr.write("Fatal Python error: Segmentation fault\\n\\nCurrent thread 0x1 (most recent call "
+                             "first):\\n  File \\"/some/venv/mlx_lm/generate.py\\", line 442 in generate_step\\n")
             sys.stderr.flush()
             os.kill(os.getpid(), signal.SIGSEGV)
         if mode == "hang" and life == 0 and i == 1:
@@ -166,7 +167,8 @@ def test_supervisor_clean_run(tmp_path):
 def test_supervisor_restarts_a_dead_worker(tmp_path):
     ledger = _run(tmp_path, "die")
     assert [life.end for life in ledger.lives] == ["SIGSEGV", "clean"]
-    assert ledger.lives[0].stderr_tail == "Fatal Python error: Segmentation fault"
+    assert ledger.lives[0].stderr_tail == ('Fatal Python error: Segmentation fault in File "generate.py", '
+                                           "line 442 in generate_step")
     c = ledger.counts()
     assert c["lost"] == 2 and c["completed"] + c["failed-as-intended"] == 4 and c["unserved"] == 0
     assert {r.request.id for r in ledger.records.values() if r.outcome == "lost"} == {2, 3}

@@ -40,7 +40,10 @@ def section(soak: dict) -> Section:
         "gets stand-ins for the three names it imports from them, which generate_step does not use. "
         f"Requests per side and K as in the table, prompts "
         f"{w['prompt_tokens'][0]}-{w['prompt_tokens'][1]} tokens, {w['new_tokens'][0]}-{w['new_tokens'][1]} new "
-        f"tokens, {w['streams']} streams, each request thread its own KV cache, mx.clear_cache() after every "
+        f"tokens, {w['streams']} streams ("
+        + ("each thread loads its own copy of generate.py, so has its own generation_stream"
+           if w["streams"] == "own" else "all threads on mlx-lm's one generation_stream")
+        + f"), each request thread its own KV cache, mx.clear_cache() after every "
         f"request, cache limit {w['cache_limit_mb']} MiB. Mix: "
         + ", ".join(f"{k} {100 * v:.0f}%" for k, v in w["mix"].items())
         + ". Greedy tokens are compared exactly with a single-thread reference made by the same side; sampled "

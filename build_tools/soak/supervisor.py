@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -42,17 +43,26 @@ def _reader(stream, out: queue.Queue) -> None:
 MARKERS = ("Fatal Python error", "terminate called", "what():", "Error", "error")
 
 
+_PATH = re.compile(r"""/[^\s"':]*/([^/\s"':]+)""")
+
+
 def _tail(path: Path, lines: int = 3) -> str:
-    """What a dead worker said: the first line naming the fatal error, else its last lines."""
+    """What a dead worker said, without machine paths: the first line naming the fatal error (with the
+    innermost frame of the faulting thread, where faulthandler names one), else its last lines."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
         return ""
+    said = " | ".join(text[-lines:])
     for marker in MARKERS:
-        hits = [line.strip() for line in text if marker in line]
+        hits = [i for i, line in enumerate(text) if marker in line]
         if hits:
-            return hits[0][:400]
-    return " | ".join(text[-lines:])[-400:]
+            said = text[hits[0]].strip()
+            current = [i for i, line in enumerate(text) if line.startswith("Current thread")]
+            if current and current[0] + 1 < len(text):
+                said += " in " + text[current[0] + 1].strip()
+            break
+    return _PATH.sub(r"\1", said)[-400:]
 
 
 def supervise(ledger: Ledger, command: WorkerCommand, limits: Limits, log_dir: Path,
