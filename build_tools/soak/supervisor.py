@@ -40,6 +40,7 @@ def _reader(stream, out: queue.Queue) -> None:
     out.put(None)
 
 
+PROGRESS_EVERY = 100  # answered requests between progress lines
 MARKERS = ("Fatal Python error", "terminate called", "what():", "Error", "error")
 
 
@@ -110,6 +111,10 @@ def supervise(ledger: Ledger, command: WorkerCommand, limits: Limits, log_dir: P
                 elif kind == "done":
                     ledger.done(int(ev["id"]), ev, now)
                     last_progress = time.monotonic()
+                    answered = len(ledger.records) - len(ledger.waiting()) - len(ledger.in_flight)
+                    if answered % PROGRESS_EVERY == 0:
+                        progress(f"  {answered}/{len(ledger.records)} answered, {len(ledger.lives)} worker(s), "
+                                 f"{time.time() - t_start:.0f} s")
                 elif kind == "beat":
                     if int(ev.get("tokens", 0)) != tokens:
                         tokens = int(ev.get("tokens", 0))
