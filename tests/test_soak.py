@@ -113,6 +113,7 @@ def test_ledger_lost_waiting_and_summary():
     assert s["latency_p50_s"] == 1.5
     assert s["timeline"] == [1.5, 1.6, 4.0]
     assert s["death_stderr"] == ["Fatal Python error: Segmentation fault"]
+    assert s["intended_by_kind"] == {"oom": 1}
 
 
 # ---------------------------------------------------------------- the supervisor with stand-in workers
@@ -201,7 +202,8 @@ def _cell(side: str, **over) -> dict:
         "workers": 4, "deaths": 3, "deaths_by": {"SIGSEGV": 3}, "hangs": 0, "greedy_checked": 40,
         "wrong_requests": 0, "wrong_tokens": 0, "checked_tokens": 1600, "prefill_tok_s": 900.0,
         "decode_tok_s": 60.0, "throughput_tok_s": 700.0, "latency_p50_s": 2.1, "latency_p99_s": 6.5,
-        "wall_s": 120.0, "timeline": [1.0, 2.0, 3.5], "failure_details": {"RuntimeError: oom": 8},
+        "wall_s": 120.0, "timeline": [1.0, 2.0, 3.5],
+        "failure_details": {"RuntimeError: oom, active 123": 5, "RuntimeError: oom, active 456": 3},
         "unexpected_details": {}, "death_stderr": ["Fatal Python error: Segmentation fault"],
     }
     cell.update(over)
@@ -252,6 +254,7 @@ def test_report_has_a_soak_section(tmp_path):
     assert "| stock | 8 | 100 | 80 | 6 | 8 | 0 | 6 | 0 | 6 (6.0%, 95% 2.8%-12.5%) | 3 (SIGSEGV 3) |" in md
     assert "| soak | fail |" in md
     assert "1.000 (min-max 0.990-1.010)" in md
+    assert "stock K=8 failed as intended (8x): RuntimeError: oom, active N" in md
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
     assert "Serving soak (mlx-lm)" in html
     assert json.loads((tmp_path / "summary.json").read_text())["soak"]["gate"] == "fail"

@@ -169,7 +169,8 @@ def summarize(ledger: Ledger, wall_s: float, started_at: float) -> dict:
         "latency_p99_s": round(quantile(latencies, 0.99), 3) if latencies else None,
         "wall_s": round(wall_s, 1),
         "timeline": timeline,
-        "failure_details": dict(Counter(r.detail for r in recs if r.outcome == "failed-as-intended").most_common(4)),
+        "failure_details": dict(Counter(r.detail for r in recs if r.outcome == "failed-as-intended").most_common(8)),
+        "intended_by_kind": dict(Counter(r.request.kind for r in recs if r.outcome == "failed-as-intended")),
         "unexpected_details": dict(Counter(r.detail for r in recs
                                            if r.outcome == "failed-unexpectedly").most_common(4)),
         "death_stderr": [life.stderr_tail for life in deaths[:3]],

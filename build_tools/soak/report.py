@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..validate.report import Section, Table
@@ -26,6 +27,15 @@ def _ratio(r: dict | None) -> str:
     if not r or r.get("median") is None:
         return "-"
     return f"{r['median']:.3f} (min-max {r['min']:.3f}-{r['max']:.3f})"
+
+
+def _grouped(details: dict[str, int]) -> dict[str, int]:
+    """Messages that differ only in numbers (sizes, addresses) counted together."""
+    out: dict[str, int] = {}
+    for text, count in details.items():
+        key = re.sub(r"\d+", "N", text)
+        out[key] = out.get(key, 0) + count
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def section(soak: dict) -> Section:
@@ -65,7 +75,9 @@ def section(soak: dict) -> Section:
         n = c["counts"]
         rows.append([
             c["side"], str(c["threads"]), str(c["requests"]), str(n["completed"]), str(n["cancelled"]),
-            str(n["failed-as-intended"]), str(n["failed-unexpectedly"]), str(n["lost"]), str(n["unserved"]),
+            str(n["failed-as-intended"]) + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(
+                c["intended_by_kind"].items())) + ")" if c.get("intended_by_kind") else ""),
+            str(n["failed-unexpectedly"]), str(n["lost"]), str(n["unserved"]),
             _bad(c), f"{c['deaths']}" + (" (" + ", ".join(f"{k} {v}" for k, v in c["deaths_by"].items()) + ")"
                                          if c["deaths_by"] else ""),
             str(c["hangs"]), f"{c['wrong_tokens']} in {c['wrong_requests']}/{c['greedy_checked']}",
@@ -88,9 +100,9 @@ def section(soak: dict) -> Section:
         for text in c.get("death_stderr", [])[:2]:
             if text:
                 details.append(f"{c['side']} K={c['threads']} worker death: {text}")
-        for text, count in c.get("unexpected_details", {}).items():
+        for text, count in _grouped(c.get("unexpected_details", {})).items():
             details.append(f"{c['side']} K={c['threads']} failed unexpectedly ({count}x): {text}")
-        for text, count in list(c.get("failure_details", {}).items())[:2]:
+        for text, count in list(_grouped(c.get("failure_details", {})).items())[:2]:
             details.append(f"{c['side']} K={c['threads']} failed as intended ({count}x): {text}")
     if details:
         sec.blocks.append(details)
