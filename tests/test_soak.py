@@ -18,7 +18,6 @@ from build_tools.soak.plan import MLX_LM_PINS, Plan, Request, mlx_lm_pin, stream
 from build_tools.soak.supervisor import Limits, supervise
 from build_tools.validate import report
 
-
 # ---------------------------------------------------------------- plan
 
 def test_plan_is_deterministic_and_in_range():

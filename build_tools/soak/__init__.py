@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..bases import load_base
 from ..digest import sha256_file
@@ -57,7 +58,7 @@ class SoakOptions:
     fresh_venvs: bool = False
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "soak",
         help="serve an mlx-lm model from K threads on stock and patched MLX; a section of the validation report",
@@ -144,7 +145,7 @@ def mlx_lm_wheel(work: Path, pin: MlxLmPin, given: Path | None) -> Path:
 
 # ---------------------------------------------------------------- one side
 
-def _config(opts: SoakOptions, plan: Plan, threads: int, references: Path | None) -> dict:
+def _config(opts: SoakOptions, plan: Plan, threads: int, references: Path | None) -> dict[str, Any]:
     return {
         "seed": opts.seed, "model": plan.model.to_json(), "weight_scale": 3.0,
         "references": str(references) if references else None, "reference_prompts": plan.reference_prompts(),
@@ -153,7 +154,7 @@ def _config(opts: SoakOptions, plan: Plan, threads: int, references: Path | None
     }
 
 
-def _references(python: Path, name: str, cfg: dict, cell: Path) -> Path:
+def _references(python: Path, name: str, cfg: dict[str, Any], cell: Path) -> Path:
     cell.mkdir(parents=True, exist_ok=True)
     cfg_path = cell / "reference-config.json"
     cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
@@ -167,7 +168,7 @@ def _references(python: Path, name: str, cfg: dict, cell: Path) -> Path:
 
 
 def soak_side(python: Path, name: str, opts: SoakOptions, plan: Plan, requests: list[Request], threads: int,
-              references: Path, cell: Path) -> dict:
+              references: Path, cell: Path) -> dict[str, Any]:
     cfg_path = cell / f"config-k{threads}.json"
     cfg_path.write_text(json.dumps(_config(opts, plan, threads, references)), encoding="utf-8")
     ledger = Ledger(requests)
@@ -193,7 +194,7 @@ def soak_side(python: Path, name: str, opts: SoakOptions, plan: Plan, requests: 
 
 # ---------------------------------------------------------------- perf A/B
 
-def perf_ab(sides: list[tuple[str, Path]], cfg_path: Path, rounds: int) -> dict:
+def perf_ab(sides: list[tuple[str, Path]], cfg_path: Path, rounds: int) -> dict[str, Any]:
     """Single-thread prefill and decode tokens/s per round, sides alternating; ratios patched/stock."""
     metrics = ("prefill_cpu", "decode_cpu", "prefill_wall", "decode_wall")
     values: dict[str, dict[str, list[float]]] = {s: {m: [] for m in metrics} for s, _ in sides}
@@ -213,7 +214,7 @@ def perf_ab(sides: list[tuple[str, Path]], cfg_path: Path, rounds: int) -> dict:
         say(f"perf round {r + 1}/{rounds}: " + ", ".join(
             f"{n} prefill {values[n]['prefill_cpu'][-1]:.0f} decode {values[n]['decode_cpu'][-1]:.0f} tok/s(cpu)"
             for n, _ in sides if values[n]["prefill_cpu"]))
-    out: dict = {"rounds": rounds, "errors": errors, "values": values, "ratios": {}}
+    out: dict[str, Any] = {"rounds": rounds, "errors": errors, "values": values, "ratios": {}}
     for m in metrics:
         pairs = list(zip(values["stock"][m], values["patched"][m]))
         ratios = [p / s for s, p in pairs if s > 0]
@@ -228,7 +229,7 @@ def perf_ab(sides: list[tuple[str, Path]], cfg_path: Path, rounds: int) -> dict:
 
 # ---------------------------------------------------------------- the run
 
-def gate(cells: list[dict], stock_vs_stock: bool) -> tuple[str, list[str]]:
+def gate(cells: list[dict[str, Any]], stock_vs_stock: bool) -> tuple[str, list[str]]:
     """pass when the patched side lost nothing, never died or hung and emitted no wrong token."""
     reasons = []
     for c in cells:
@@ -244,13 +245,13 @@ def gate(cells: list[dict], stock_vs_stock: bool) -> tuple[str, list[str]]:
     return ("fail" if reasons else "pass"), reasons
 
 
-def _same_workload(a: dict, b: dict) -> bool:
+def _same_workload(a: dict[str, Any], b: dict[str, Any]) -> bool:
     keys = ("streams", "seed", "prompt_tokens", "new_tokens", "cache_limit_mb", "mix")
     return (a.get("mlx_lm", {}).get("sha256") == b["mlx_lm"]["sha256"] and a.get("model") == b["model"]
             and a.get("sides") == b["sides"] and all(a.get("workload", {}).get(k) == b["workload"][k] for k in keys))
 
 
-def merge_previous(previous: dict | None, soak: dict) -> dict:
+def merge_previous(previous: dict[str, Any] | None, soak: dict[str, Any]) -> dict[str, Any]:
     """Keep the cells (K values) and perf of an earlier run of the same workload on the same wheels.
 
     So K=8 can run long and K=2 and K=16 short, in separate invocations, into one section.
@@ -268,7 +269,7 @@ def merge_previous(previous: dict | None, soak: dict) -> dict:
     return merged
 
 
-def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
+def run_soak(opts: SoakOptions) -> tuple[dict[str, Any], Path]:
     from ..validate import report, venvs
     from ..validate.metal import metal_ladder
     from ..validate.patchinfo import load_patch_info, match_wheel
@@ -294,7 +295,7 @@ def run_soak(opts: SoakOptions) -> tuple[dict, Path]:
     sides = [("stock", stock.python), ("patched", patched.python)]
     started = time.monotonic()
     refs: dict[str, Path] = {}
-    ref_meta: dict[str, dict] = {}
+    ref_meta: dict[str, dict[str, Any]] = {}
     for name, python in sides:
         say(f"{name}: single-thread greedy references ({plan.references} prompts x {MAX_NEW_TOKENS} tokens)")
         refs[name] = _references(python, name, _config(opts, plan, 1, None), work / name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..validate.stats import quantile, wilson
 from .plan import INTENDED_FAILURES, Request
@@ -68,7 +69,7 @@ class Record:
     outcome: str = "unserved"
     life: int | None = None
     detail: str = ""
-    fields: dict = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict[str, Any])
     finished_at: float | None = None
 
 
@@ -89,7 +90,7 @@ class Ledger:
         rec.life = life.index
         self.in_flight[request_id] = life.index
 
-    def done(self, request_id: int, event: dict, now: float) -> None:
+    def done(self, request_id: int, event: dict[str, Any], now: float) -> None:
         rec = self.records[request_id]
         self.in_flight.pop(request_id, None)
         rec.outcome = classify(rec.request.kind, str(event.get("outcome")))
@@ -127,7 +128,7 @@ def _rate(x: float, n: float) -> float | None:
     return round(x / n, 3) if n > 0 else None
 
 
-def summarize(ledger: Ledger, wall_s: float, started_at: float) -> dict:
+def summarize(ledger: Ledger, wall_s: float, started_at: float) -> dict[str, Any]:
     """The per-side numbers of the report (JSON-ready)."""
     recs = list(ledger.records.values())
     counts = ledger.counts()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..errors import MlxForkError
 
@@ -66,7 +67,7 @@ class ModelShape:
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = False
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -92,7 +93,7 @@ class Request:
     ref: int | None = None
     cancel_after: int | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
@@ -104,7 +105,7 @@ class Plan:
     references: int = 8
     model: ModelShape = field(default_factory=ModelShape)
 
-    def reference_prompts(self) -> list[dict]:
+    def reference_prompts(self) -> list[dict[str, Any]]:
         rng = random.Random(self.seed * 1000 + 1)
         return [{"ref": i, "prompt_seed": self.seed * 1000 + 100 + i, "prompt_len": rng.randint(*self.prompt_range)}
                 for i in range(self.references)]

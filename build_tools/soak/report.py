@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from ..validate.report import Section, Table
+from ..validate.report import EXTRA_PARTS, Section, Table
 
 PLOT = "soak.png"
 
@@ -18,12 +19,12 @@ def _num(x: float | None, digits: int = 0) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _bad(c: dict) -> str:
+def _bad(c: dict[str, Any]) -> str:
     lo, hi = c["bad_rate_95"]
     return f"{c['bad_requests']} ({_pct(c['bad_rate'])}, 95% {_pct(lo)}-{_pct(hi)})"
 
 
-def _ratio(r: dict | None) -> str:
+def _ratio(r: dict[str, Any] | None) -> str:
     if not r or r.get("median") is None:
         return "-"
     return f"{r['median']:.3f} (min-max {r['min']:.3f}-{r['max']:.3f})"
@@ -38,7 +39,7 @@ def _grouped(details: dict[str, int]) -> dict[str, int]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def section(soak: dict) -> Section:
+def section(soak: dict[str, Any]) -> Section:
     sec = Section("Serving soak (mlx-lm)")
     m, w, lm = soak["model"], soak["workload"], soak["mlx_lm"]
     sec.blocks.append(
@@ -129,7 +130,7 @@ def section(soak: dict) -> Section:
     return sec
 
 
-def write_plot(soak: dict, out_dir: Path, plt) -> set[str]:
+def write_plot(soak: dict[str, Any], out_dir: Path, plt: Any) -> set[str]:
     """soak.png: requests answered (completed, cancelled, failed as intended) over time."""
     cells = [c for c in soak.get("cells", []) if c.get("timeline") is not None]
     if not cells:
@@ -152,3 +153,6 @@ def write_plot(soak: dict, out_dir: Path, plt) -> set[str]:
     fig.savefig(out_dir / PLOT, dpi=110)
     plt.close(fig)
     return {PLOT}
+
+
+EXTRA_PARTS["soak"] = (section, write_plot)

@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 import types
+from typing import Any
 
 import mlx.core as mx
 
@@ -52,7 +53,7 @@ HUGE_SHAPE = (1 << 19, 1 << 19)  # float32: 1 TiB, more than any machine here ha
 
 # ---------------------------------------------------------------- mlx-lm without its package __init__
 
-def import_mlx_lm():
+def import_mlx_lm() -> tuple[Any, Any, Any, str]:
     """(llama module, generate module, sample_utils module, mlx-lm version)."""
     spec = importlib.util.find_spec("mlx_lm")
     if spec is None or not spec.submodule_search_locations:
@@ -61,15 +62,15 @@ def import_mlx_lm():
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules["mlx_lm"] = pkg
     if importlib.util.find_spec("transformers") is None:
-        tf = types.ModuleType("transformers")
+        tf: Any = types.ModuleType("transformers")
         tf.PreTrainedTokenizer = type("PreTrainedTokenizer", (), {})
         sys.modules["transformers"] = tf
-    tok = types.ModuleType("mlx_lm.tokenizer_utils")
+    tok: Any = types.ModuleType("mlx_lm.tokenizer_utils")
     tok.TokenizerWrapper = type("TokenizerWrapper", (), {})
     sys.modules["mlx_lm.tokenizer_utils"] = tok
-    utils = types.ModuleType("mlx_lm.utils")
+    utils: Any = types.ModuleType("mlx_lm.utils")
 
-    def load(*args, **kwargs):
+    def load(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("mlx_lm.utils.load is not available in the soak runner")
 
     utils.load = load
@@ -78,13 +79,15 @@ def import_mlx_lm():
     from mlx_lm import _version, generate, sample_utils
     from mlx_lm.models import llama
 
-    return llama, generate, sample_utils, _version.__version__
+    return llama, generate, sample_utils, str(_version.__version__)
 
 
-def generate_copy(index: int):
+def generate_copy(index: int) -> Any:
     """A private copy of mlx_lm/generate.py: its own module-level generation_stream."""
     path = sys.modules["mlx_lm.generate"].__file__
     spec = importlib.util.spec_from_file_location(f"mlx_lm._soak_generate_{index}", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load a copy of {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -92,7 +95,7 @@ def generate_copy(index: int):
 
 # ---------------------------------------------------------------- model and prompts
 
-def build_model(llama, cfg: dict):
+def build_model(llama: Any, cfg: dict[str, Any]) -> Any:
     mx.random.seed(cfg["seed"])
     args = llama.ModelArgs.from_dict(dict(cfg["model"], model_type="llama"))
     model = llama.Model(args)
@@ -112,7 +115,7 @@ def prompt_tokens(seed: int, length: int, vocab: int) -> list[int]:
     return [rng.randrange(vocab) for _ in range(length)]
 
 
-def parameter_count(model) -> int:
+def parameter_count(model: Any) -> int:
     from mlx.utils import tree_flatten
 
     return sum(v.size for _, v in tree_flatten(model.parameters()))
@@ -121,10 +124,10 @@ def parameter_count(model) -> int:
 # ---------------------------------------------------------------- the worker
 
 class Out:
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
 
-    def emit(self, **event):
+    def emit(self, **event: Any) -> None:
         event["t"] = round(time.time(), 3)
         line = json.dumps(event)
         with self.lock:
@@ -132,7 +135,8 @@ class Out:
             sys.stdout.flush()
 
 
-def run_request(req: dict, gen, sampler_mod, model, cache_mod, refs: dict, vocab: int, counter: list) -> dict:
+def run_request(req: dict[str, Any], gen: Any, sampler_mod: Any, model: Any, cache_mod: Any, refs: dict[str, Any],
+                vocab: int, counter: list[int]) -> dict[str, Any]:
     """Serve one request; returns the fields of its "done" event."""
     kind = req["kind"]
     t0 = time.perf_counter()
@@ -186,16 +190,16 @@ def run_request(req: dict, gen, sampler_mod, model, cache_mod, refs: dict, vocab
     return result
 
 
-def worker(cfg: dict, requests: list[dict]) -> None:
+def worker(cfg: dict[str, Any], requests: list[dict[str, Any]]) -> None:
     llama, gen_mod, sampler_mod, _ = import_mlx_lm()
     from mlx_lm.models import cache as cache_mod
 
     out = Out()
     model = build_model(llama, cfg)
-    refs = json.loads(open(cfg["references"], encoding="utf-8").read())["tokens"] if cfg.get("references") else {}
+    refs = read_json(cfg["references"])["tokens"] if cfg.get("references") else {}
     mx.set_cache_limit(int(cfg["cache_limit_mb"]) << 20)
     vocab = cfg["model"]["vocab_size"]
-    todo: queue.Queue = queue.Queue()
+    todo: queue.Queue[dict[str, Any]] = queue.Queue()
     for r in requests:
         todo.put(r)
     counter = [0]
@@ -217,7 +221,7 @@ def worker(cfg: dict, requests: list[dict]) -> None:
             t0 = time.perf_counter()
             try:
                 fields = run_request(req, gen, sampler_mod, model, cache_mod, refs, vocab, counter)
-            except Exception as exc:  # noqa: BLE001 - an unexpected failure of a normal request
+            except Exception as exc:
                 fields = {"outcome": "error", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
             fields["latency_s"] = round(time.perf_counter() - t0, 6)
             mx.clear_cache()  # what servers do after each request
@@ -240,7 +244,7 @@ def worker(cfg: dict, requests: list[dict]) -> None:
 
 # ---------------------------------------------------------------- single-thread references and perf
 
-def reference(cfg: dict, out_path: str) -> None:
+def reference(cfg: dict[str, Any], out_path: str) -> None:
     """Greedy tokens of each reference prompt, generated on the main thread alone."""
     llama, gen, _, version = import_mlx_lm()
     model = build_model(llama, cfg)
@@ -255,7 +259,7 @@ def reference(cfg: dict, out_path: str) -> None:
                    "tokens": tokens}, fh)
 
 
-def perf(cfg: dict) -> None:
+def perf(cfg: dict[str, Any]) -> None:
     """Prefill and decode tokens/s of one thread, best of a few repeats (wall and process CPU time)."""
     llama, gen, _, _ = import_mlx_lm()
     model = build_model(llama, cfg)
@@ -270,7 +274,7 @@ def perf(cfg: dict) -> None:
         next(steps)  # generate_step yields plain ints: the first token has been computed
         c1, t1 = time.process_time(), time.perf_counter()
         n = 0
-        for tok, _ in steps:
+        for _ in steps:
             n += 1
         c2, t2 = time.process_time(), time.perf_counter()
         mx.clear_cache()
@@ -284,6 +288,11 @@ def perf(cfg: dict) -> None:
     print(json.dumps(best))
 
 
+def read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=("reference", "worker", "perf"))
@@ -291,11 +300,11 @@ def main() -> None:
     ap.add_argument("--requests")
     ap.add_argument("--out")
     a = ap.parse_args()
-    cfg = json.loads(open(a.config, encoding="utf-8").read())
+    cfg = read_json(a.config)
     if a.mode == "reference":
         reference(cfg, a.out)
     elif a.mode == "worker":
-        worker(cfg, json.loads(open(a.requests, encoding="utf-8").read()))
+        worker(cfg, read_json(a.requests))
     else:
         perf(cfg)
     sys.stdout.flush()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .accounting import Ledger, describe_exit
 from .plan import Request
@@ -34,7 +35,7 @@ class Limits:
     deadline: float | None = None  # time.monotonic() after which no new worker starts
 
 
-def _reader(stream, out: queue.Queue) -> None:
+def _reader(stream: IO[str], out: queue.Queue[str | None]) -> None:
     for line in stream:
         out.put(line)
     out.put(None)
@@ -85,7 +86,7 @@ def supervise(ledger: Ledger, command: WorkerCommand, limits: Limits, log_dir: P
         err_path = log_dir / f"worker-{life.index}.stderr"
         with err_path.open("w", encoding="utf-8") as err:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
-        events: queue.Queue = queue.Queue()
+        events: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=_reader, args=(proc.stdout, events), daemon=True).start()
         last_progress = time.monotonic()
         tokens = -1

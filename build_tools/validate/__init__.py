@@ -26,6 +26,7 @@ from ..bases import BasePin, load_base
 from ..errors import MlxForkError
 from ..paths import PRIMARY_BASE, reports_dir, source_from_env, wheels_dir, work_dir
 from ..proc import say
+from ..soak.report import PLOT as _SOAK_PLOT  # noqa: F401  (registers the soak section of `mlx-fork soak`)
 from .metal import metal_ladder
 
 if TYPE_CHECKING:  # types only: the parts import their modules when they run

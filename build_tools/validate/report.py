@@ -10,11 +10,16 @@ from __future__ import annotations
 import html
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PASS, FAIL, NOT_RUN, NOT_DONE = "pass", "fail", "not-run", "not-done"
+
+# Parts another command adds to a report (`mlx-fork soak`: "soak"), registered by their module:
+# summary key -> (its section from summary[key], its plots: (summary[key], out_dir, pyplot) -> files written).
+EXTRA_PARTS: dict[str, tuple[Callable[[Any], Section], Callable[[Any, Path, Any], set[str]]]] = {}
 
 
 # ---------------------------------------------------------------- gates
@@ -170,10 +175,9 @@ def build_document(summary: dict[str, Any]) -> tuple[str, list[Section]]:
     secs.append(_suite_section(summary.get("suite", {})))
     secs.append(_perf_section(summary.get("perf", {})))
     secs.append(_cxx_section(summary.get("cxx", {})))
-    if "soak" in summary:
-        from ..soak.report import section as soak_section
-
-        secs.append(soak_section(summary["soak"]))
+    for key, (make_section, _plot) in EXTRA_PARTS.items():
+        if key in summary:
+            secs.append(make_section(summary[key]))
     secs.append(_metal_section(summary.get("metal", {})))
     return title, secs
 
@@ -512,10 +516,9 @@ def write_plots(summary: dict[str, Any], out_dir: Path) -> tuple[set[str], str]:
         fig.savefig(out_dir / "crash.png", dpi=110)
         plt.close(fig)
         written.add("crash.png")
-    if "soak" in summary:
-        from ..soak.report import write_plot as soak_plot
-
-        written |= soak_plot(summary["soak"], out_dir, plt)
+    for key, (_section, plot) in EXTRA_PARTS.items():
+        if key in summary:
+            written |= plot(summary[key], out_dir, plt)
     return written, ""
 
 
