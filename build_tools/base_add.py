@@ -114,7 +114,9 @@ LIBRARY_RULES: dict[str, LibraryRule] = {
     "nvidia-cuda-nvrtc": LibraryRule("nvrtc", ("nvidia/cu13/include/nvrtc.h",), ("nvidia/cu13/lib/libnvrtc.so.13",)),
     "nvidia-cudnn-cu13": LibraryRule("cudnn_libs", ("nvidia/cudnn/include/*.h",), ("nvidia/cudnn/lib/libcudnn*.so.9",)),
     "nvidia-nccl-cu13": LibraryRule("nccl", ("nvidia/nccl/include/**/*.h",), ("nvidia/nccl/lib/libnccl.so.2",)),
-    "nvidia-cufft": LibraryRule("cufft", ("nvidia/cu13/include/cufft*.h",), ("nvidia/cu13/lib/libcufft.so.12",)),
+    # cufftXt.h includes cudalibxt.h, which the cufft* pattern does not match.
+    "nvidia-cufft": LibraryRule("cufft", ("nvidia/cu13/include/cufft*.h", "nvidia/cu13/include/cudalibxt.h"),
+                                ("nvidia/cu13/lib/libcufft.so.12",)),
 }
 # Requirements of the stock wheel that a build does not link from a wheel: what it uses instead.
 LIBRARIES_NOT_PINNED: dict[str, str] = {
