@@ -42,7 +42,7 @@ from .compile import LOCK_WAIT, cmake_args_for, compile_tree, format_seconds, sy
 from .deps import DepsRequest, provision
 from .errors import MlxForkError
 from .installed_headers import full_mode_reasons, installed_headers_touched
-from .manifest import Manifest, normalize_cmake_args, runtime_version
+from .manifest import BaseRef, BuildInputs, FileRef, Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
 from .proc import say, version_line
 from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
@@ -291,20 +291,18 @@ def _build(opts: BuildOptions) -> BuildResult:
         say(f"note: {note}")
     from .digest import sha256_file
 
-    inputs = {
-        "base": {"name": base.name, "version": base.version, "tag": base.tag, "commit": base.commit,
-                 "tree": base.tree},
-        "patches": [{"name": p.name, "sha256": p.sha256} for p in series.patches],
-        "platform": profile.name,
-        "packaging": "full" if full else "overlay",
-        "cmake_args": normalize_cmake_args([*profile.cmake_args, *deps.cmake_args,
-                                            *(f"-D{d}" for d in opts.cmake_defines)]),
-        "dependencies": deps.identities,
-        "toolchain": toolchain(profile),
-        "stock_wheel": {"filename": stock.name, "sha256": sha256_file(stock)},
-    }
-    if profile.env and not profile.is_macos:  # macOS: the deployment target is in the toolchain
-        inputs["build_env"] = dict(profile.env)
+    inputs = BuildInputs(
+        base=BaseRef(name=base.name, version=base.version, tag=base.tag, commit=base.commit, tree=base.tree),
+        patches=[FileRef(p.name, p.sha256) for p in series.patches],
+        platform=profile.name,
+        packaging="full" if full else "overlay",
+        cmake_args=normalize_cmake_args([*profile.cmake_args, *deps.cmake_args, *(f"-D{d}" for d in opts.cmake_defines)]),
+        dependencies=dict(deps.identities),
+        toolchain=toolchain(profile),
+        stock_wheel=FileRef(stock.name, sha256_file(stock)),
+        # macOS: the deployment target is in the toolchain
+        build_env=dict(profile.env) if profile.env and not profile.is_macos else None,
+    )
     manifest = Manifest(inputs=inputs, info={
         "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source_origin": pristine.origin,
@@ -454,7 +452,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(wheel)
     index = (opts.wheels / "simple").resolve().as_uri()
     version = result.manifest.version
-    frontend = version if result.manifest.inputs["packaging"] == "full" else base.version
+    frontend = version if result.manifest.inputs.packaging == "full" else base.version
     print(f"\ninstall:  pip install --find-links {opts.wheels} mlx=={frontend} "
           f"\"{profile.backend_dist}=={version}\"", file=sys.stderr)
     print(f"      or:  pip install --index-url {index} mlx=={frontend} "

@@ -70,19 +70,90 @@ def runtime_version(base_version: str, label: str) -> str:
     return f"{base_version}.0+{label}"
 
 
+@dataclass(frozen=True)
+class BaseRef:
+    """The pinned upstream tree a build starts from."""
+
+    name: str  # the folder under patches/, e.g. "v0.31.1"
+    version: str
+    tag: str
+    commit: str
+    tree: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "tag": self.tag, "commit": self.commit, "tree": self.tree}
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file by name and sha256: a patch of the series, the stock wheel."""
+
+    name: str
+    sha256: str
+
+
+@dataclass
+class BuildInputs:
+    """Everything that shapes the built library; the label is the hash of `to_json()`."""
+
+    base: BaseRef
+    patches: list[FileRef]
+    platform: str  # a profile name (profiles.PLATFORMS)
+    packaging: str  # "overlay" or "full"
+    cmake_args: list[str]  # normalize_cmake_args: no machine paths
+    dependencies: dict[str, str]  # dependency -> identity ("system fmt 9.1.0")
+    toolchain: dict[str, str | None]  # tool -> version line; the deployment target on macOS
+    stock_wheel: FileRef
+    build_env: dict[str, str] | None = None  # the profile's environment (e.g. CUDAARCHS); None: none
+
+    @property
+    def deployment_target(self) -> str | None:
+        return self.toolchain.get("deployment_target")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "base": self.base.to_json(),
+            "patches": [{"name": p.name, "sha256": p.sha256} for p in self.patches],
+            "platform": self.platform,
+            "packaging": self.packaging,
+            "cmake_args": list(self.cmake_args),
+            "dependencies": dict(self.dependencies),
+            "toolchain": dict(self.toolchain),
+            "stock_wheel": {"filename": self.stock_wheel.name, "sha256": self.stock_wheel.sha256},
+        }
+        if self.build_env is not None:
+            data["build_env"] = dict(self.build_env)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BuildInputs:
+        wheel = data["stock_wheel"]
+        return cls(
+            base=BaseRef(**data["base"]),
+            patches=[FileRef(p["name"], p["sha256"]) for p in data["patches"]],
+            platform=data["platform"],
+            packaging=data["packaging"],
+            cmake_args=list(data["cmake_args"]),
+            dependencies=dict(data["dependencies"]),
+            toolchain=dict(data["toolchain"]),
+            stock_wheel=FileRef(wheel["filename"], wheel["sha256"]),
+            build_env=dict(data["build_env"]) if "build_env" in data else None,
+        )
+
+
 @dataclass
 class Manifest:
-    inputs: dict[str, Any]
+    inputs: BuildInputs
     outputs: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # not hashed: timestamps, log paths, host
 
     @property
     def label(self) -> str:
-        return make_label(self.inputs)
+        return make_label(self.inputs.to_json())
 
     @property
     def base_version(self) -> str:
-        return str(self.inputs["base"]["version"])
+        return self.inputs.base.version
 
     @property
     def version(self) -> str:
@@ -94,14 +165,15 @@ class Manifest:
         return runtime_version(self.base_version, self.label)
 
     def to_json(self) -> dict[str, Any]:
+        inputs = self.inputs.to_json()
         return {
             "schema": SCHEMA,
             "tool": "mlx-fork",
             "version": self.version,
             "runtime_version": self.runtime_version,
             "label": self.label,
-            "inputs_sha256": inputs_digest(self.inputs),
-            "inputs": self.inputs,
+            "inputs_sha256": inputs_digest(inputs),
+            "inputs": inputs,
             "outputs": self.outputs,
             "info": self.info,
         }
@@ -114,7 +186,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        return cls(inputs=data["inputs"], outputs=data.get("outputs", {}), info=data.get("info", {}))
+        return cls(inputs=BuildInputs.from_json(data["inputs"]), outputs=data.get("outputs", {}),
+                   info=data.get("info", {}))
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

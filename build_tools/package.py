@@ -39,7 +39,7 @@ from .errors import MlxForkError
 from .manifest import Manifest
 from .paths import work_dir
 from .proc import run, say
-from .profiles import Profile
+from .profiles import Profile, profile_of_build
 from .tools import env_tool
 from .virtualenvs import create_venv, venv_python
 from .wheelfile import check_record, escape_name, rewrite_wheel, wheel_info
@@ -485,18 +485,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _cmd_package(args: argparse.Namespace) -> int:
     from .index import write_index
     from .paths import wheels_dir
-    from .profiles import get_profile
     from .stockwheels import fetch_stock_wheel
 
     manifest_path = args.slot / "manifest.json"
     if not manifest_path.is_file():
         raise MlxForkError(f"{manifest_path} not found", hint="run `mlx-fork build` or `mlx-fork compile` first")
     manifest = Manifest.read(manifest_path)
-    if manifest.inputs.get("packaging") != "overlay":
-        raise MlxForkError(f"{manifest_path} is a {manifest.inputs.get('packaging')} build",
+    if manifest.inputs.packaging != "overlay":
+        raise MlxForkError(f"{manifest_path} is a {manifest.inputs.packaging} build",
                            hint="full builds are packaged by `mlx-fork build --full` itself")
-    base = load_base(manifest.inputs["base"]["name"])
-    profile = get_profile(manifest.inputs["platform"], manifest.inputs.get("toolchain", {}).get("deployment_target"))
+    base = load_base(manifest.inputs.base.name)
+    profile = profile_of_build(manifest.inputs)
     library = args.slot / "build" / profile.library
     if not library.is_file():
         raise MlxForkError(f"{library} not found", hint="the compile step did not finish")

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 
 from .errors import MlxForkError
+from .manifest import BuildInputs
 
 # Deployment targets upstream publishes mlx-metal wheels for (py3-none-macosx_<T>_arm64).
 MACOS_TARGETS: tuple[str, ...] = ("14.0", "15.0", "26.0")
@@ -115,6 +116,9 @@ def re_arch(arch: str) -> bool:
     return re.fullmatch(r"\d{2,3}[af]?(-real|-virtual)?", arch) is not None
 
 
+CUDA_TOOLKITS: tuple[str, ...] = ("12", "13")
+
+
 def default_cuda_toolkit() -> str:
     """MLX_FORK_CUDA (12 or 13), else 13: which stock mlx-cuda-<N> wheel a CUDA build overlays."""
     value = os.environ.get("MLX_FORK_CUDA", "13").strip()
@@ -129,7 +133,7 @@ def macos_platform_tag(target: str) -> str:
 
 
 def get_profile(name: str = "auto", macos_target: str | None = None, *, machine: str | None = None,
-                cuda_arch: str = "release") -> Profile:
+                cuda_arch: str = "release", cuda_toolkit: str | None = None) -> Profile:
     if name == "auto":
         name = host_platform()
     if name == "linux-cpu":
@@ -168,7 +172,10 @@ def get_profile(name: str = "auto", macos_target: str | None = None, *, machine:
             deployment_target=target,
         )
     if name == "linux-cuda":
-        toolkit = default_cuda_toolkit()
+        toolkit = cuda_toolkit or default_cuda_toolkit()
+        if toolkit not in CUDA_TOOLKITS:
+            raise MlxForkError(f"CUDA toolkit {toolkit!r}: upstream ships mlx-cuda-12 and mlx-cuda-13",
+                               hint="use --cuda-toolkit 12 or 13")
         archs = cuda_architectures(cuda_arch)
         return Profile(
             name=name,
@@ -185,3 +192,19 @@ def get_profile(name: str = "auto", macos_target: str | None = None, *, machine:
             cmake_minimum=(4, 0),
         )
     raise MlxForkError(f"unknown platform {name!r}", hint=f"use auto or one of {', '.join(PLATFORMS)}")
+
+
+def profile_of_build(inputs: BuildInputs) -> Profile:
+    """The profile a recorded build used, from its manifest (not from this machine's defaults).
+
+    The deployment target is in the toolchain, the CUDA targets in the CMake flags and the
+    toolkit in the stock wheel's name (mlx_cuda_<N>-...).
+    """
+    cuda_arch, toolkit = "release", None
+    for arg in inputs.cmake_args:
+        if arg.startswith("-DMLX_CUDA_ARCHITECTURES="):
+            archs = arg.partition("=")[2]
+            cuda_arch = "release" if tuple(archs.split(";")) == CUDA_RELEASE_ARCHITECTURES else archs
+    if inputs.platform == "linux-cuda":
+        toolkit = inputs.stock_wheel.name.split("-", 1)[0].rpartition("_")[2] or None
+    return get_profile(inputs.platform, inputs.deployment_target, cuda_arch=cuda_arch, cuda_toolkit=toolkit)

@@ -433,7 +433,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .bases import load_base
-    from .profiles import get_profile
+    from .profiles import profile_of_build
     from .stockwheels import fetch_stock_wheel
 
     directory = (args.dir or wheels_dir()).resolve()
@@ -443,11 +443,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise MlxForkError(f"no build manifest for {wheel.name} at {manifest_path}",
                            hint="verify checks a wheel against the manifest `mlx-fork build` recorded")
     manifest = Manifest.read(manifest_path)
-    profile = get_profile(manifest.inputs["platform"], manifest.inputs["toolchain"].get("deployment_target"))
+    profile = profile_of_build(manifest.inputs)
     stock = None
     if not args.no_abi:
-        stock = fetch_stock_wheel(load_base(manifest.inputs["base"]["name"]), profile)
-    configured = [name for name, ident in manifest.inputs.get("dependencies", {}).items() if ident.startswith("disabled")]
+        stock = fetch_stock_wheel(load_base(manifest.inputs.base.name), profile)
+    configured = [name for name, ident in manifest.inputs.dependencies.items() if ident.startswith("disabled")]
     result = verify_wheel(wheel, manifest, library=profile.library, wheel_dir=wheel.parent, via=args.via,
                           stock_wheel=stock, configured_away=configured, needs_gpu_driver=profile.needs_gpu_driver)
     print(f"verified {result.wheel}")

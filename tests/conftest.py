@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from build_tools.manifest import BuildInputs
+
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Upstream Dev",
     "GIT_AUTHOR_EMAIL": "dev@example.com",
@@ -161,3 +163,19 @@ def mlx_source() -> Path:
     if not path.exists():
         pytest.skip(f"MLX_FORK_SOURCE={value} does not exist")
     return path
+
+
+def build_inputs(**over: object) -> BuildInputs:
+    """The inputs of a made-up build (one patch, linux-cpu overlay); `over` replaces top-level fields."""
+    data: dict[str, object] = {
+        "base": {"name": "v0.31.1", "version": "0.31.1", "tag": "v0.31.1", "commit": "c" * 40, "tree": "t" * 40},
+        "patches": [{"name": "0001-a.patch", "sha256": "1" * 64}],
+        "platform": "linux-cpu",
+        "packaging": "overlay",
+        "cmake_args": ["-DBUILD_SHARED_LIBS=ON"],
+        "dependencies": {"json": "system nlohmann-json 3.11.2"},
+        "toolchain": {"cxx": "c++ 12.2.0", "sdk": None, "deployment_target": None},
+        "stock_wheel": {"filename": "mlx_cpu.whl", "sha256": "2" * 64},
+    }
+    data.update(over)
+    return BuildInputs.from_json(data)

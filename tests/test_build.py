@@ -9,31 +9,20 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Upstream
+from conftest import Upstream, build_inputs
 
 from build_tools import build as build_mod
 from build_tools import compile as compile_mod
 from build_tools.cli import main, make_parser
 from build_tools.errors import MlxForkError
-from build_tools.manifest import Manifest, compare_provenance, make_label, normalize_cmake_args
-from build_tools.profiles import MACOS_TARGETS, get_profile
+from build_tools.manifest import BuildInputs, Manifest, compare_provenance, make_label, normalize_cmake_args
+from build_tools.profiles import MACOS_TARGETS, get_profile, profile_of_build
 
 LABEL = re.compile(r"^fork\.\d+\.h[0-9a-f]{10}$")
 
 
-def inputs(**over) -> dict:
-    data = {
-        "base": {"name": "v0.31.1", "version": "0.31.1", "commit": "c" * 40, "tree": "t" * 40},
-        "patches": [{"name": "0001-a.patch", "sha256": "1" * 64}],
-        "platform": "linux-cpu",
-        "packaging": "overlay",
-        "cmake_args": ["-DBUILD_SHARED_LIBS=ON"],
-        "dependencies": {"json": "system nlohmann-json 3.11.2"},
-        "toolchain": {"cxx": "c++ 12.2.0", "sdk": None, "deployment_target": None},
-        "stock_wheel": {"filename": "mlx_cpu.whl", "sha256": "2" * 64},
-    }
-    data.update(over)
-    return data
+def inputs(**over: object) -> dict:
+    return build_inputs(**over).to_json()
 
 
 # ---------------------------------------------------------------- label
@@ -57,7 +46,7 @@ def test_label_format_and_pep440_roundtrip() -> None:
         {"cmake_args": ["-DBUILD_SHARED_LIBS=ON", "-DMLX_BUILD_GGUF=ON"]},
         {"toolchain": {"cxx": "c++ 13.1.0", "sdk": None, "deployment_target": None}},
         {"toolchain": {"cxx": "c++ 12.2.0", "sdk": "15.2", "deployment_target": "15.0"}},
-        {"base": {"name": "v0.31.1", "version": "0.31.1", "commit": "d" * 40, "tree": "t" * 40}},
+        {"base": {"name": "v0.31.1", "version": "0.31.1", "tag": "v0.31.1", "commit": "d" * 40, "tree": "t" * 40}},
         {"stock_wheel": {"filename": "mlx_cpu.whl", "sha256": "4" * 64}},
         {"packaging": "full"},
         {"dependencies": {"json": "system nlohmann-json 3.11.3"}},
@@ -73,6 +62,39 @@ def test_label_is_stable_for_the_same_inputs() -> None:
     assert make_label(a) == make_label(b)
 
 
+def test_typed_inputs_hash_to_the_label_of_the_json_manifests() -> None:
+    # A CUDA build's inputs as manifests have recorded them as JSON; the label below was computed
+    # from this JSON before the manifest was typed, so the dataclasses must serialise to the same bytes.
+    recorded = {
+        "base": {"name": "v0.31.1", "version": "0.31.1", "tag": "v0.31.1", "commit": "c" * 40, "tree": "t" * 40},
+        "patches": [{"name": "0001-cpu-defer-errors-of-stream-tasks.patch", "sha256": "1" * 64},
+                    {"name": "0002-cpu-xerbla-raises-instead-of-exit.patch", "sha256": "2" * 64}],
+        "platform": "linux-cuda", "packaging": "overlay",
+        "cmake_args": ["-DBUILD_SHARED_LIBS=ON", "-DMLX_BUILD_CUDA=ON", "-DFETCHCONTENT_SOURCE_DIR_CCCL=<path>"],
+        "dependencies": {"cccl": "cccl 3.1.0 (sha256 ab)", "fmt": "system fmt 9.1.0"},
+        "toolchain": {"cxx": "c++ (Debian 12.2.0-14) 12.2.0", "cc": "cc 12.2.0", "cmake": "cmake version 3.31.6",
+                      "ninja": "1.11.1", "machine": "x86_64", "sdk": None, "deployment_target": None},
+        "stock_wheel": {"filename": "mlx_cuda_13-0.31.1-py3-none-manylinux_2_35_x86_64.whl", "sha256": "3" * 64},
+        "build_env": {"CUDAARCHS": "90a"},
+    }
+    typed = BuildInputs.from_json(recorded)
+    assert typed.to_json() == recorded
+    assert Manifest(typed).label == "fork.2.h1f2e3353b4"
+    without_env = {k: v for k, v in recorded.items() if k != "build_env"}
+    assert Manifest(BuildInputs.from_json(without_env)).label == "fork.2.h1a106eb020"
+
+
+def test_a_recorded_cuda_build_gives_back_its_own_profile() -> None:
+    cuda = build_inputs(platform="linux-cuda", cmake_args=["-DMLX_CUDA_ARCHITECTURES=90a"],
+                        stock_wheel={"filename": "mlx_cuda_12-0.31.1-py3-none-manylinux_2_35_x86_64.whl",
+                                     "sha256": "3" * 64})
+    profile = profile_of_build(cuda)
+    assert profile.backend_dist == "mlx-cuda-12"
+    assert "-DMLX_CUDA_ARCHITECTURES=90a" in profile.cmake_args
+    metal = build_inputs(platform="macos-metal", toolchain={"deployment_target": "15.0"})
+    assert profile_of_build(metal).deployment_target == "15.0"
+
+
 def test_cmake_args_are_recorded_without_machine_paths() -> None:
     args = ["-DBUILD_SHARED_LIBS=ON", "-DFETCHCONTENT_SOURCE_DIR_JSON=/home/u/.cache/mlx-fork/deps/json",
             "-DMLX_VERSION=0.31.1+fork.0.habc", "-DCMAKE_OSX_DEPLOYMENT_TARGET=14.0"]
@@ -81,18 +103,18 @@ def test_cmake_args_are_recorded_without_machine_paths() -> None:
 
 
 def test_manifest_roundtrip_and_provenance_comparison(tmp_path: Path) -> None:
-    m = Manifest(inputs(), outputs={"libmlx_sha256": "5" * 64}, info={"built_at": "now"})
+    m = Manifest(build_inputs(), outputs={"libmlx_sha256": "5" * 64}, info={"built_at": "now"})
     m.write(tmp_path / "m.json")
     back = Manifest.read(tmp_path / "m.json")
     assert back.version == m.version and back.label == m.label
     assert compare_provenance(m.to_json(), back.to_json()) == []
-    other = Manifest(inputs(patches=[]), outputs={"libmlx_sha256": "6" * 64}).to_json()
+    other = Manifest(build_inputs(patches=[]), outputs={"libmlx_sha256": "6" * 64}).to_json()
     problems = compare_provenance(m.to_json(), other)
     assert any(p.startswith("version:") for p in problems)
     assert any(p.startswith("inputs.patches:") for p in problems)
     assert any(p.startswith("outputs.libmlx_sha256:") for p in problems)
     # `info` (timestamps, host) is not compared.
-    assert compare_provenance(m.to_json(), Manifest(inputs(), m.outputs, {"built_at": "later"}).to_json()) == []
+    assert compare_provenance(m.to_json(), Manifest(build_inputs(), m.outputs, {"built_at": "later"}).to_json()) == []
 
 
 # ---------------------------------------------------------------- tree sync

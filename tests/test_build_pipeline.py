@@ -98,8 +98,8 @@ def test_successful_build_publishes_wheel_manifest_and_index(pipeline: dict) -> 
     assert wheel.name in (wheels / "simple" / "mlx-cpu" / "index.html").read_text()
     assert not list(wheels.glob(".staging-*"))
     inputs = result.manifest.inputs
-    assert inputs["patches"] == [] and inputs["packaging"] == "overlay"
-    assert inputs["dependencies"] == {"fmt": "system fmt 9"}
+    assert inputs.patches == [] and inputs.packaging == "overlay"
+    assert inputs.dependencies == {"fmt": "system fmt 9"}
     assert (result.slot / "manifest.json").is_file()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -10,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import build_inputs
 from packaging.version import InvalidVersion
 from stockwheels import stock_wheel
 
@@ -141,11 +143,8 @@ def stand_in_so(tmp_path: Path) -> Path:
 
 
 def cpu_manifest() -> Manifest:
-    return Manifest(inputs={
-        "base": {"name": "v0.31.1", "version": "0.31.1", "commit": "c" * 40, "tree": "t" * 40},
-        "patches": [], "platform": "linux-cpu", "packaging": "overlay", "cmake_args": [],
-        "dependencies": {}, "toolchain": {"deployment_target": None}, "stock_wheel": {},
-    })
+    return Manifest(inputs=build_inputs(patches=[], cmake_args=[], dependencies={},
+                                        toolchain={"deployment_target": None}))
 
 
 @pytest.mark.network
@@ -266,7 +265,7 @@ def test_package_command_overlays_a_build_slot(tmp_path: Path, stock_cpu: Path, 
     wheel = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert wheel.parent == out and manifest.label in wheel.name
     assert package.check_overlay(stock_cpu, wheel, get_profile("linux-cpu")) == []
-    full = Manifest(inputs={**manifest.inputs, "packaging": "full"})
+    full = Manifest(inputs=dataclasses.replace(manifest.inputs, packaging="full"))
     full.write(slot / "manifest.json")
     assert main(["package", "--slot", str(slot), "--out", str(out)]) == 1
     assert "is a full build" in capsys.readouterr().err

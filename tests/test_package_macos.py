@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import build_inputs
 from stockwheels import stock_wheel
 
 from build_tools import deps, package, stockwheels
@@ -38,12 +39,10 @@ def stock_metal_any(request: pytest.FixtureRequest) -> tuple[str, Path]:
 
 def metal_manifest(target: str = "14.0") -> Manifest:
     profile = get_profile("macos-metal", target)
-    return Manifest(inputs={
-        "base": {"name": "v0.31.1", "version": "0.31.1", "commit": "c" * 40, "tree": "t" * 40},
-        "patches": [{"name": "0020-retain-command-buffers.patch", "sha256": "a" * 64}],
-        "platform": "macos-metal", "packaging": "overlay", "cmake_args": list(profile.cmake_args),
-        "dependencies": {}, "toolchain": {"sdk": "15.2", "deployment_target": target}, "stock_wheel": {},
-    })
+    return Manifest(inputs=build_inputs(
+        patches=[{"name": "0020-retain-command-buffers.patch", "sha256": "a" * 64}],
+        platform="macos-metal", cmake_args=list(profile.cmake_args), dependencies={},
+        toolchain={"sdk": "15.2", "deployment_target": target}))
 
 
 def sha(data: bytes) -> str:

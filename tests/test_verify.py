@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import build_inputs
 from test_package import make_wheel
 
 from build_tools import verify
@@ -68,10 +69,9 @@ def compile_lib(tmp_path: Path, version: str, extra: str = "", name: str = "libm
 
 def manifest_for(lib: bytes, patches: int = 0) -> Manifest:
     return Manifest(
-        inputs={"base": {"name": "v0.31.1", "version": "0.31.1", "commit": "c" * 40, "tree": "t" * 40},
-                "patches": [{"name": f"{i:04d}-x.patch", "sha256": str(i) * 64} for i in range(1, patches + 1)],
-                "platform": "linux-cpu", "packaging": "overlay", "cmake_args": [], "dependencies": {},
-                "toolchain": {"deployment_target": None}, "stock_wheel": {}},
+        inputs=build_inputs(patches=[{"name": f"{i:04d}-x.patch", "sha256": str(i) * 64}
+                                     for i in range(1, patches + 1)],
+                            cmake_args=[], dependencies={}, toolchain={"deployment_target": None}),
         outputs={"libmlx_sha256": hashlib.sha256(lib).hexdigest()},
     )
 
