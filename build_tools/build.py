@@ -33,19 +33,23 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import package, patchqueue, source, stockwheels, verify
 from .bases import BasePin, load_base
 from .compile import LOCK_WAIT, cmake_args_for, compile_tree, format_seconds, sync_tree
-from .deps import DepsRequest, provision
+from .deps import DepsRequest, Provisioned, provision
+from .digest import sha256_file
 from .errors import MlxForkError
+from .index import write_index
 from .installed_headers import full_mode_reasons, installed_headers_touched
 from .manifest import BaseRef, BuildInputs, FileRef, Manifest, normalize_cmake_args, runtime_version
 from .paths import PRIMARY_BASE, wheels_dir, work_dir
 from .proc import say, version_line
 from .profiles import MACOS_TARGETS, PLATFORMS, Profile, get_profile
+from .series import Series, load_series
 from .tools import cmake_program
 
 
@@ -72,6 +76,40 @@ class BuildResult:
     manifest: Manifest
     slot: Path
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildStages:
+    """The stages `build()` chains, as values: a test passes stand-ins for the slow ones.
+
+    Each field has the signature of the function named in `default()`.
+    """
+
+    prepare_source: Callable[[BasePin, Path | None, Path], source.PristineTree]
+    apply_series: Callable[[Series, Path, Path], None]
+    fetch_stock_wheel: Callable[[BasePin, Profile, Path], Path]
+    provision: Callable[..., Provisioned]
+    toolchain: Callable[[Profile], dict[str, str | None]]
+    compile_tree: Callable[..., Path]
+    overlay_wheel: Callable[..., Path]
+    full_wheels: Callable[..., list[Path]]
+    fetch_frontend_wheels: Callable[[BasePin, Profile, Path], list[Path]]
+    verify_wheel: Callable[..., verify.VerifyResult]
+
+    @classmethod
+    def default(cls) -> BuildStages:
+        return cls(
+            prepare_source=source.prepare_source,
+            apply_series=patchqueue.apply_series,
+            fetch_stock_wheel=stockwheels.fetch_stock_wheel,
+            provision=provision,
+            toolchain=toolchain,
+            compile_tree=compile_tree,
+            overlay_wheel=package.overlay_wheel,
+            full_wheels=package.full_wheels,
+            fetch_frontend_wheels=stockwheels.fetch_frontend_wheels,
+            verify_wheel=verify.verify_wheel,
+        )
 
 
 @contextlib.contextmanager
@@ -166,12 +204,13 @@ def remove_stale_staging(wheels: Path) -> list[Path]:
     return removed
 
 
-def build(opts: BuildOptions) -> BuildResult:
+def build(opts: BuildOptions, stages: BuildStages | None = None) -> BuildResult:
+    """The main job (see the module docstring); `stages` None: the real ones."""
     slot = slot_dir(opts.work, opts.base, opts.profile)
     created = [d for d in (slot.parent, slot) if not d.exists()]
     with slot_lock(slot):
         try:
-            return _build(opts)
+            return _build(opts, stages or BuildStages.default())
         except BaseException:
             # Still under the lock, so no other build is using the slot.
             discard_unused_slot(slot, created)
@@ -212,15 +251,7 @@ def check_host(profile: Profile) -> None:
         raise MlxForkError(f"the {profile.name} profile builds on Linux", hint="use --platform auto")
 
 
-def _build(opts: BuildOptions) -> BuildResult:
-    from .index import write_index
-    from .package import add_provenance, full_wheels, overlay_wheel
-    from .patchqueue import apply_series
-    from .series import load_series
-    from .source import prepare_source
-    from .stockwheels import fetch_frontend_wheels, fetch_stock_wheel
-    from .verify import abi_summary, manifest_for, verify_wheel
-
+def _build(opts: BuildOptions, stages: BuildStages) -> BuildResult:
     base, profile, work = opts.base, opts.profile, opts.work
     check_host(profile)
     slot = slot_dir(work, base, profile)
@@ -247,13 +278,13 @@ def _build(opts: BuildOptions) -> BuildResult:
     say(f"build: MLX {base.tag} for {profile.name} in {slot}")
     # 1. source
     say("source: preparing a verified pristine tree")
-    pristine = prepare_source(base, opts.source, work)
+    pristine = stages.prepare_source(base, opts.source, work)
     lap("source")
     # 2. series
     series = load_series(base)
     say(f"series: applying {len(series.patches)} patch(es)")
     patched = slot / "patched"
-    apply_series(series, pristine.path, patched)
+    stages.apply_series(series, pristine.path, patched)
     lap("series")
     # 3. sync into the persistent source dir
     report = sync_tree(patched, slot / "src")
@@ -281,16 +312,14 @@ def _build(opts: BuildOptions) -> BuildResult:
         if patch.name in touched and not patch.public_headers:
             say(f"warning: {patch.name} changes installed headers but says Public-Headers: no")
     # Stock wheel first: its hash is an input, and macOS takes metal-cpp from it.
-    stock = fetch_stock_wheel(base, profile, work)
-    deps = provision(
+    stock = stages.fetch_stock_wheel(base, profile, work)
+    deps = stages.provision(
         base, profile, slot / "deps",
         DepsRequest(python_bindings=full, tests=False, gguflib=opts.gguflib, cuda_libraries=opts.cuda_libraries),
         work=work, stock_wheel=stock if profile.is_macos or profile.name == "linux-cuda" else None,
     )
     for note in deps.notes:
         say(f"note: {note}")
-    from .digest import sha256_file
-
     inputs = BuildInputs(
         base=BaseRef(name=base.name, version=base.version, tag=base.tag, commit=base.commit, tree=base.tree),
         patches=[FileRef(p.name, p.sha256) for p in series.patches],
@@ -298,7 +327,7 @@ def _build(opts: BuildOptions) -> BuildResult:
         packaging="full" if full else "overlay",
         cmake_args=normalize_cmake_args([*profile.cmake_args, *deps.cmake_args, *(f"-D{d}" for d in opts.cmake_defines)]),
         dependencies=dict(deps.identities),
-        toolchain=toolchain(profile),
+        toolchain=stages.toolchain(profile),
         stock_wheel=FileRef(stock.name, sha256_file(stock)),
         # macOS: the deployment target is in the toolchain
         build_env=dict(profile.env) if profile.env and not profile.is_macos else None,
@@ -314,7 +343,7 @@ def _build(opts: BuildOptions) -> BuildResult:
     cmake_args = cmake_args_for(base, profile, deps, manifest.runtime_version, opts.cmake_defines)
     library = None
     if not full:
-        library = compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
+        library = stages.compile_tree(slot / "src", slot / "build", cmake_args, logs, work=work, profile=profile,
                                jobs=opts.jobs)
         lap("compile")
     manifest.write(slot / "manifest.json")
@@ -324,16 +353,16 @@ def _build(opts: BuildOptions) -> BuildResult:
     staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=opts.wheels))
     try:
         if full:
-            built = full_wheels(base, slot / "src", profile, manifest, cmake_args, staging, logs / "package.log",
+            built = stages.full_wheels(base, slot / "src", profile, manifest, cmake_args, staging, logs / "package.log",
                                 work=work, jobs=opts.jobs)
             backend = next(w for w in built if not w.name.startswith("mlx-"))
-            fresh = add_provenance(backend, profile, manifest, staging)
+            fresh = package.add_provenance(backend, profile, manifest, staging)
             built = [fresh if w == backend else w for w in built]
             backend = fresh
         else:
             assert library is not None
             cuda_libs = (slot / "deps" / "cuda-libs" / "lib",) if profile.name == "linux-cuda" else ()
-            backend = overlay_wheel(stock, library, profile, manifest, staging, log=logs / "package.log",
+            backend = stages.overlay_wheel(stock, library, profile, manifest, staging, log=logs / "package.log",
                                     library_dirs=cuda_libs)
             built = [backend]
         manifest.write(slot / "manifest.json")
@@ -341,13 +370,13 @@ def _build(opts: BuildOptions) -> BuildResult:
         # 6. verify against the staging dir laid out like wheels/ (wheels + index)
         frontends: list[Path] = []
         if opts.mirror_frontend and not full:
-            frontends = fetch_frontend_wheels(base, profile, work)
+            frontends = stages.fetch_frontend_wheels(base, profile, work)
             for wheel in frontends:
                 shutil.copyfile(wheel, staging / wheel.name)
         if opts.verify:
             write_index(staging)
             configured = [name for name, ident in deps.identities.items() if ident.startswith("disabled")]
-            result = verify_wheel(backend, manifest, library=profile.library, wheel_dir=staging, via=opts.via,
+            result = stages.verify_wheel(backend, manifest, library=profile.library, wheel_dir=staging, via=opts.via,
                                   stock_wheel=stock, configured_away=configured, log=logs / "verify.log",
                                   abi_must_pass=not full, needs_gpu_driver=profile.needs_gpu_driver)
             for line in result.checks:
@@ -355,7 +384,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             if result.left_for_gpu:
                 say(f"verify: left for a machine with the GPU and its driver: {result.left_for_gpu}")
             if result.abi is not None:
-                (logs / "abi.txt").write_text(abi_summary(result.abi))
+                (logs / "abi.txt").write_text(verify.abi_summary(result.abi))
                 say(f"verify: ABI report in {logs / 'abi.txt'}")
             lap("verify")
         # 7. publish
@@ -365,7 +394,7 @@ def _build(opts: BuildOptions) -> BuildResult:
             wheel.replace(target)
             published.append(target)
         for wheel in built:
-            manifest.write(manifest_for(opts.wheels, opts.wheels / wheel.name))
+            manifest.write(verify.manifest_for(opts.wheels, opts.wheels / wheel.name))
         write_index(opts.wheels)
         lap("publish")
     finally:
@@ -470,9 +499,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     deps_dir = (args.deps_dir or build_dir.parent / "deps").resolve()
     stock = None
     if profile.is_macos or profile.name == "linux-cuda":
-        from .stockwheels import fetch_stock_wheel
-
-        stock = fetch_stock_wheel(base, profile)
+        stock = stockwheels.fetch_stock_wheel(base, profile)
     deps = provision(base, profile, deps_dir, DepsRequest(gguflib=args.gguflib, cuda_libraries=args.cuda_libraries),
                      stock_wheel=stock)
     for note in deps.notes:

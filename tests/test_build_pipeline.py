@@ -7,6 +7,7 @@ successful build publishes wheel + manifest + index.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from test_package import make_wheel
 
 from build_tools import build as build_mod
-from build_tools import package, patchqueue, source, stockwheels, verify
+from build_tools import source, verify
 from build_tools.bases import load_base
 from build_tools.deps import Provisioned
 from build_tools.errors import MlxForkError
@@ -25,13 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+def pipeline(tmp_path: Path) -> dict:
     project = tmp_path / "project"
     base_dir = project / "patches" / "v0.31.1"
     base_dir.mkdir(parents=True)
     shutil.copyfile(ROOT / "patches" / "v0.31.1" / "base.toml", base_dir / "base.toml")
     (base_dir / "series").write_text("# empty\n")
-    monkeypatch.setenv("MLX_FORK_ROOT", str(project))
     tree = tmp_path / "pristine"
     (tree / "mlx").mkdir(parents=True)
     (tree / "mlx" / "a.cpp").write_text("int a;\n")
@@ -72,23 +72,26 @@ def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
             raise MlxForkError(state["verify_error"])
         return verify.VerifyResult(wheel.name, manifest.version, "/x/libmlx.so", ["ok"])
 
-    monkeypatch.setattr(source, "prepare_source", fake_source)
-    monkeypatch.setattr(patchqueue, "apply_series", fake_apply)
-    monkeypatch.setattr(build_mod, "compile_tree", fake_compile)
-    monkeypatch.setattr(build_mod, "provision",
-                        lambda *a, **k: Provisioned(["-DUSE_SYSTEM_FMT=ON"], {"fmt": "system fmt 9"}))
-    monkeypatch.setattr(stockwheels, "fetch_stock_wheel", lambda *a, **k: stock)
-    monkeypatch.setattr(stockwheels, "fetch_frontend_wheels", lambda *a, **k: [])
-    monkeypatch.setattr(package, "overlay_wheel", fake_overlay)
-    monkeypatch.setattr(verify, "verify_wheel", fake_verify)
+    stages = build_mod.BuildStages(
+        prepare_source=fake_source,
+        apply_series=fake_apply,
+        fetch_stock_wheel=lambda *a: stock,
+        provision=lambda *a, **k: Provisioned(["-DUSE_SYSTEM_FMT=ON"], {"fmt": "system fmt 9"}),
+        toolchain=lambda profile: {"cxx": "c++ 12.2.0", "deployment_target": None},
+        compile_tree=fake_compile,
+        overlay_wheel=fake_overlay,
+        full_wheels=lambda *a, **k: pytest.fail("an overlay build packaged full wheels"),
+        fetch_frontend_wheels=lambda *a: [],
+        verify_wheel=fake_verify,
+    )
     opts = build_mod.BuildOptions(base=load_base("v0.31.1", project / "patches"),
                                   profile=get_profile("linux-cpu", machine="x86_64"),
                                   work=tmp_path / "work", wheels=project / "wheels")
-    return {"opts": opts, "steps": steps, "state": state, "wheels": project / "wheels"}
+    return {"opts": opts, "stages": stages, "steps": steps, "state": state, "wheels": project / "wheels"}
 
 
 def test_successful_build_publishes_wheel_manifest_and_index(pipeline: dict) -> None:
-    result = build_mod.build(pipeline["opts"])
+    result = build_mod.build(pipeline["opts"], pipeline["stages"])
     assert pipeline["steps"] == ["source", "series", "compile", "package", "verify"]
     wheels = pipeline["wheels"]
     (wheel,) = result.wheels
@@ -106,18 +109,19 @@ def test_successful_build_publishes_wheel_manifest_and_index(pipeline: dict) -> 
 def test_a_failed_verify_leaves_nothing_in_wheels(pipeline: dict) -> None:
     pipeline["state"]["verify_error"] = "verify failed: mx.__version__ is '0.31.1'"
     with pytest.raises(MlxForkError, match="verify failed"):
-        build_mod.build(pipeline["opts"])
+        build_mod.build(pipeline["opts"], pipeline["stages"])
     wheels = pipeline["wheels"]
     assert not list(wheels.glob("*.whl"))
     assert not list(wheels.glob(".staging-*"))
     assert not (wheels / "manifests").exists()
 
 
-def test_the_label_follows_the_inputs(pipeline: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = build_mod.build(pipeline["opts"]).manifest.label
-    assert build_mod.build(pipeline["opts"]).manifest.label == first  # nothing changed: same label
-    monkeypatch.setattr(build_mod, "toolchain", lambda profile: {"cxx": "c++ 99.0", "deployment_target": None})
-    assert build_mod.build(pipeline["opts"]).manifest.label != first
+def test_the_label_follows_the_inputs(pipeline: dict) -> None:
+    opts, stages = pipeline["opts"], pipeline["stages"]
+    first = build_mod.build(opts, stages).manifest.label
+    assert build_mod.build(opts, stages).manifest.label == first  # nothing changed: same label
+    newer_compiler = dataclasses.replace(stages, toolchain=lambda profile: {"cxx": "c++ 99.0", "deployment_target": None})
+    assert build_mod.build(opts, newer_compiler).manifest.label != first
 
 
 def test_full_mode_is_forced_by_installed_headers_and_by_the_python_bindings() -> None:
